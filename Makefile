@@ -1,0 +1,35 @@
+# orthofed: every target that needs Python depends on `setup`, so each works on a fresh clone.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export FLWR_TELEMETRY_ENABLED := 0
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: setup demo test bench lint clean
+
+setup: $(STAMP)
+
+# Re-install only when the project's dependency declaration changes (a no-op otherwise).
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and pinned: pip takes the CPU wheel from this machine's disk.
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+demo: setup
+	$(BIN)/python -m core.demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+lint: setup
+	$(BIN)/ruff check core fl_client fl_server tests bench
+
+clean:
+	rm -rf $(VENV) runs demo-sites .pytest_cache

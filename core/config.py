@@ -1,0 +1,206 @@
+"""Typed configuration: one dataclass per concern, values from YAML via OmegaConf.
+
+`OmegaConf.structured` rejects unknown keys and wrong types; `load_config` turns those
+errors into one ValueError line naming the file and the key, so a coordinator can fix it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+T = TypeVar("T")
+
+
+@dataclass
+class PreprocessConfig:
+    """How a view volume becomes a network input (reference: central 16 slices, 256x256, [-1, 1])."""
+
+    slices: int = 16
+    size: int = 256
+    # Percentiles used for min-max scaling; (0, 100) is plain min-max as in the reference code.
+    lower_percentile: float = 0.0
+    upper_percentile: float = 100.0
+
+    def key(self) -> str:
+        """Stable short hash naming a cache built with these parameters."""
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+@dataclass
+class DataConfig:
+    """Rules for reading and validating a site's exports."""
+
+    min_slices: int = 8
+    max_obliquity_deg: float = 30.0
+    # Relative deviation of slice gaps from their median that counts as uneven spacing.
+    spacing_tolerance: float = 0.1
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+
+def _format_error(err: OmegaConfBaseException, source: str) -> str:
+    key = getattr(err, "full_key", None) or getattr(err, "key", None)
+    msg = str(err).splitlines()[0]
+    where = f" (key '{key}')" if key else ""
+    return f"{source}: invalid configuration{where}: {msg}"
+
+
+def load_config(
+    schema: type[T],
+    *,
+    path: str | Path | None = None,
+    data: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+) -> T:
+    """Merge schema defaults, a YAML file, a dict and dotted `key=value` overrides.
+
+    Returns an instance of `schema`. Raises ValueError naming the file/key on unknown keys,
+    bad types or unreadable YAML.
+    """
+    source = str(path) if path else "config"
+    try:
+        merged = OmegaConf.structured(schema)
+        if path is not None:
+            p = Path(path)
+            if not p.is_file():
+                raise ValueError(f"{p}: configuration file not found")
+            merged = OmegaConf.merge(merged, OmegaConf.load(p))
+        if data:
+            merged = OmegaConf.merge(merged, OmegaConf.create(data))
+        for item in overrides or []:
+            if "=" not in item:
+                raise ValueError(f"override {item!r} must look like key=value")
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        raise ValueError(_format_error(err, source)) from None
+    except Exception as err:  # yaml parse errors and the like
+        if isinstance(err, ValueError):
+            raise
+        raise ValueError(f"{source}: cannot read configuration: {err}") from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain-dict view of a config dataclass (for manifests and JSON)."""
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)  # type: ignore[return-value]
+
+
+# --- Model and training schemas (view backbones, features, heads, pretraining, fine-tuning) ---
+
+
+@dataclass
+class BackboneConfig:
+    """One MONAI DiffusionModelUNet per view (3D, 1 channel in/out, no conditioning)."""
+
+    channels: list[int] = field(default_factory=lambda: [64, 64, 128, 128, 256])
+    attention_levels: list[bool] = field(default_factory=lambda: [False, False, False, False, True])
+    num_res_blocks: int = 1
+    norm_num_groups: int = 32
+    num_head_channels: int = 64
+    use_flash_attention: bool = True
+
+
+@dataclass
+class DiffusionConfig:
+    """DDPM noise schedule and training target (reference: T=1000, cosine, epsilon, MSE)."""
+
+    num_train_timesteps: int = 1000
+    schedule: str = "cosine"
+    prediction_type: str = "epsilon"
+
+
+@dataclass
+class FeatureTap:
+    """One feature source: noise to `timestep`, hook `block` ("middle", "down.<i>", "up.<i>")."""
+
+    timestep: int = 100
+    block: str = "middle"
+
+
+@dataclass
+class FeatureConfig:
+    """Which (timestep, block) pairs feed the classification head; fused by channel concat."""
+
+    taps: list[FeatureTap] = field(default_factory=lambda: [FeatureTap()])
+    seed: int = 0
+
+
+@dataclass
+class HeadConfig:
+    """Task heads: multi-view classification and (knee) segmentation."""
+
+    view_dim: int = 512
+    seg_tap: FeatureTap = field(default_factory=FeatureTap)
+    seg_channels: int = 32
+    seg_ce_weight: float = 0.2
+    seg_dice_weight: float = 1.0
+    seg_loss_weight: float = 1.0
+
+
+@dataclass
+class ModelConfig:
+    """A model preset: input grid, backbone, diffusion schedule, features and heads."""
+
+    name: str = "paper"
+    input_slices: int = 16
+    input_size: int = 256
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    heads: HeadConfig = field(default_factory=HeadConfig)
+
+
+@dataclass
+class PretrainConfig:
+    """Self-supervised DDPM pretraining of each view backbone (reference: Adam 1e-4, batch 10)."""
+
+    steps: int = 21500
+    batch_size: int = 10
+    lr: float = 1e-4
+    ema_decay: float = 0.995
+    # EMA warm-up: effective decay min(ema_decay, (1 + n) / (10 + n)); keeps short runs useful.
+    ema_warmup: bool = True
+    seed: int = 0
+    bf16: bool = False
+    log_every: int = 10
+    checkpoint_every: int = 500
+
+
+@dataclass
+class FinetuneConfig:
+    """Task fine-tuning (reference: linear probe, head lr 5e-4, 10 epochs)."""
+
+    mode: str = "linear"
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 5e-4
+    # Backbone lr = backbone_lr_scale x lr in `partial` and `full` modes (reference: 0.05).
+    backbone_lr_scale: float = 0.05
+    label_fraction: float = 1.0
+    seed: int = 0
+    bf16: bool = False
+    weight_decay: float = 0.0
+
+
+@dataclass
+class PretrainRunConfig:
+    """Everything a pretraining run needs; saved in its checkpoint manifest."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: PretrainConfig = field(default_factory=PretrainConfig)
+
+
+@dataclass
+class FinetuneRunConfig:
+    """Everything a fine-tuning run needs; saved in its checkpoint manifest."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: FinetuneConfig = field(default_factory=FinetuneConfig)
