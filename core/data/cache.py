@@ -172,7 +172,13 @@ def _labels_for(site: Site) -> dict[str, np.ndarray]:
     if problems:
         raise ValueError(f"{site.labels_path}: {problems[0]} (run 'orthofed data check')")
     names = LABELS[site.joint]
-    return {case: np.array([row[n] for n in names], dtype=np.float32) for case, row in rows.items()}
+    # A row with empty cells is partly labelled; the heads train on complete label vectors,
+    # so such a case counts as unlabelled (it still serves pretraining).
+    return {
+        case: np.array([row[n] for n in names], dtype=np.float32)
+        for case, row in rows.items()
+        if all(n in row for n in names)
+    }
 
 
 def load_site_tensors(

@@ -1,0 +1,65 @@
+"""The global model of a federation as a flat, ordered `key -> numpy array` mapping.
+
+It carries the three view backbones (shared by all joints) and the heads of every joint the
+experiment names. Backbones are identical across joints for a given seed, so they are taken
+once; each joint contributes its own head groups.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from core.config import ModelConfig
+
+if TYPE_CHECKING:
+    from core.federation.experiment import ExperimentConfig
+
+
+def model_config_for(experiment: ExperimentConfig) -> ModelConfig:
+    from core.models.presets import load_model_config
+
+    return load_model_config(experiment.model_preset, overrides=list(experiment.model_overrides))
+
+
+def to_numpy_state(module) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def initial_global_state(
+    experiment: ExperimentConfig, *, model_config: ModelConfig
+) -> dict[str, np.ndarray]:
+    """Fresh global weights (seeded), or the experiment's `init_checkpoint` when set."""
+    from core.models.registry import build_model
+
+    state: dict[str, np.ndarray] = {}
+    for joint in experiment.joints:
+        model = build_model(model_config, joint=joint, seed=experiment.seed)
+        for key, value in to_numpy_state(model).items():
+            if key.startswith("backbone.") and key in state:
+                continue
+            state[key] = value
+    if experiment.init_checkpoint:
+        state = _overlay_checkpoint(state, experiment.init_checkpoint)
+    return state
+
+
+def _overlay_checkpoint(state: dict[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
+    """Take every array of `state` that the checkpoint holds (shapes must match)."""
+    from core.atomic import load_arrays
+
+    loaded = load_arrays(path)
+    out = dict(state)
+    for key, value in loaded.items():
+        if key not in state:
+            continue
+        if value.shape != state[key].shape:
+            raise ValueError(
+                f"{path}: {key} has shape {value.shape}, the experiment's model expects "
+                f"{state[key].shape} (different model preset?)"
+            )
+        out[key] = value.astype(state[key].dtype)
+    if not any(k in loaded for k in state):
+        raise ValueError(f"{path}: no weights of this model (wrong checkpoint?)")
+    return out

@@ -1,0 +1,252 @@
+"""One federated round at a site, framework-free: what the ClientApp asks `core` to do.
+
+A site receives global weights, trains the groups its data supports (pretraining: the view
+backbones it has; fine-tuning: its joint's heads, plus backbones in partial/full mode) and
+returns only those groups with their example counts (cases, not batches). Optimizer state is
+kept in the site's state dir between rounds, keyed by round index, so a restarted site (or a
+resumed federation that redoes a round) continues from the state before that round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.config import FinetuneConfig, ModelConfig, PretrainConfig, PretrainRunConfig, load_config
+
+STATE_PREFIX = "pretrain-state-"
+
+
+@dataclass
+class LocalResult:
+    site_id: str
+    arrays: dict[str, np.ndarray]
+    examples: dict[str, int]
+    metrics: dict[str, float] = field(default_factory=dict)
+    refused: str = ""
+
+
+def derived_seed(seed: int, *parts: object) -> int:
+    """A 31-bit seed from the experiment seed and e.g. (round index, site id)."""
+    text = ":".join([str(seed), *map(str, parts)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") >> 1
+
+
+def _site(site_dir: Path):
+    from core.data.manifest import load_site
+
+    return load_site(site_dir)
+
+
+def site_info(*, site_dir: Path, site_id: str = "") -> dict[str, Any]:
+    """Aggregate facts a site shares when asked who it is (no case ids, no PHI)."""
+    site = _site(site_dir)
+    cases = [p.name for p in site.case_dirs()]
+    held = sum(site.is_heldout(c) for c in cases)
+    return {
+        "site-id": site_id or site.site_id,
+        "joint": site.joint.value,
+        "cases": len(cases),
+        "heldout": held,
+    }
+
+
+def _cases(site, model_config: ModelConfig):
+    from core.data.cache import load_site_tensors
+    from core.models.presets import preprocess_for
+
+    return load_site_tensors(site, preprocess=preprocess_for(model_config))
+
+
+def check_incoming(
+    given: dict[str, np.ndarray], expected: dict[str, torch.Tensor], *, groups: list[str]
+) -> dict[str, torch.Tensor]:
+    """The global arrays of `groups`, checked against the local model (keys, shapes, dtypes,
+    finite values). Raises ValueError naming the first problems: never load a bad update."""
+    wanted = {k: v for k, v in expected.items() if any(k.startswith(g + ".") for g in groups)}
+    missing = [k for k in wanted if k not in given]
+    if missing:
+        raise ValueError(f"global model lacks {len(missing)} expected arrays, e.g. {missing[:3]}")
+    out = {}
+    for key, ref in wanted.items():
+        value = given[key]
+        if tuple(value.shape) != tuple(ref.shape):
+            raise ValueError(f"global array {key} has shape {value.shape}, expected {tuple(ref.shape)}")
+        if str(value.dtype) != str(ref.dtype).replace("torch.", ""):
+            raise ValueError(f"global array {key} has dtype {value.dtype}, expected {ref.dtype}")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"global array {key} holds non-finite values")
+        out[key] = torch.from_numpy(np.array(value))
+    return out
+
+
+def _latest_state(state_dir: Path, *, before: int) -> tuple[int, Path] | None:
+    found = []
+    for path in state_dir.glob(f"{STATE_PREFIX}*.safetensors"):
+        try:
+            index = int(path.stem[len(STATE_PREFIX):])
+        except ValueError:
+            continue
+        if index < before:
+            found.append((index, path))
+    return max(found) if found else None
+
+
+def _save_state(trainer, *, state_dir: Path, index: int) -> None:
+    from core.atomic import write_json_atomic
+    from core.checkpoint import atomic_write_bytes, tensors_to_bytes
+
+    tensors, meta = trainer.state()
+    path = state_dir / f"{STATE_PREFIX}{index:04d}.safetensors"
+    atomic_write_bytes(path, tensors_to_bytes(tensors))
+    write_json_atomic(path.with_suffix(".json"), {"step": trainer.step, **meta})
+    for old in state_dir.glob(f"{STATE_PREFIX}*"):  # keep the two newest rounds
+        try:
+            n = int(old.name[len(STATE_PREFIX):].split(".")[0])
+        except ValueError:
+            continue
+        if n < index - 1:
+            old.unlink(missing_ok=True)
+
+
+def _restore_state(trainer, *, state_dir: Path, index: int) -> None:
+    from core.checkpoint import load_tensors
+
+    latest = _latest_state(state_dir, before=index)
+    if latest is None:
+        return
+    meta = json.loads(latest[1].with_suffix(".json").read_text())
+    trainer.restore(step=int(meta.pop("step")), tensors=load_tensors(latest[1]), meta=meta)
+
+
+def pretrain_round(
+    *, site, site_id: str, state_dir: Path, index: int, seed: int, model_config: ModelConfig,
+    train: PretrainConfig, global_arrays: dict[str, np.ndarray],
+) -> LocalResult:
+    from core.train.pretrain import Pretrainer, training_volumes
+
+    volumes = training_volumes(_cases(site, model_config), config=model_config)
+    run_seed = derived_seed(seed, index, site_id)
+    config = PretrainRunConfig(model=model_config, train=replace(train, seed=run_seed))
+    trainer = Pretrainer(config=config, volumes=volumes)
+    _restore_state(trainer, state_dir=state_dir, index=index)
+    trainer.generator.manual_seed(run_seed)
+    groups = [f"backbone.{v.value}" for v in trainer.trained_views]
+    expected = trainer.backbone_weights(ema=False)
+    trainer.load_backbones(check_incoming(global_arrays, expected, groups=groups))
+    losses: dict[str, list[float]] = {}
+    for _ in range(train.steps):
+        for view, loss in trainer.train_step().items():
+            losses.setdefault(view.value, []).append(loss)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    _save_state(trainer, state_dir=state_dir, index=index)
+    weights = trainer.backbone_weights(ema=True)
+    arrays = {
+        k: v.detach().cpu().numpy().copy() for k, v in weights.items()
+        if any(k.startswith(g + ".") for g in groups)
+    }
+    examples = {f"backbone.{v.value}": len(volumes[v]) for v in trainer.trained_views}
+    metrics = {f"loss/{view}": float(np.mean(vals)) for view, vals in losses.items()}
+    return LocalResult(site_id=site_id, arrays=arrays, examples=examples, metrics=metrics)
+
+
+def _model_with_global(*, site, model_config: ModelConfig, seed: int, global_arrays, groups_of_model):
+    from core.models.registry import build_model
+
+    model = build_model(model_config, joint=site.joint, seed=seed)
+    expected = model.state_dict()
+    groups = groups_of_model(model)
+    tensors = check_incoming(global_arrays, expected, groups=groups)
+    model.load_state_dict(tensors, strict=False)
+    return model, groups
+
+
+def _all_groups(model) -> list[str]:
+    from core.federation.groups import group_of
+
+    return sorted({group_of(k) for k in model.state_dict()})
+
+
+def finetune_round(
+    *, site, site_id: str, index: int, seed: int, model_config: ModelConfig,
+    train: FinetuneConfig, global_arrays: dict[str, np.ndarray],
+) -> LocalResult:
+    from core.train.finetune import finetune
+
+    cases = _cases(site, model_config)
+    model, groups = _model_with_global(
+        site=site, model_config=model_config, seed=seed, global_arrays=global_arrays,
+        groups_of_model=_all_groups,
+    )
+    config = replace(train, seed=derived_seed(seed, index, site_id))
+    result = finetune(model, cases, config=config)
+    trained = [g for g in groups if g.startswith("head.")]
+    if train.mode != "linear":
+        trained += [g for g in groups if g.startswith("backbone.")]
+    state = model.state_dict()
+    arrays = {
+        k: v.detach().cpu().numpy().copy() for k, v in state.items()
+        if any(k.startswith(g + ".") for g in trained)
+    }
+    n = result.num_examples
+    examples = {g: n for g in trained}
+    metrics = {"loss": float(result.epoch_losses[-1]) if result.epoch_losses else float("nan")}
+    return LocalResult(site_id=site_id, arrays=arrays, examples=examples, metrics=metrics)
+
+
+def train_round(
+    *, site_dir: Path, state_dir: Path, site_id: str, phase: str, index: int, seed: int,
+    model_json: dict, train_json: dict, proximal_mu: float, global_arrays: dict[str, np.ndarray],
+) -> LocalResult:
+    """Dispatch one training round of `phase` at this site."""
+    site = _site(site_dir)
+    sid = site_id or site.site_id
+    model_config = load_config(ModelConfig, data=model_json)
+    if phase == "pretrain":
+        return pretrain_round(
+            site=site, site_id=sid, state_dir=state_dir, index=index, seed=seed,
+            model_config=model_config, train=load_config(PretrainConfig, data=train_json),
+            global_arrays=global_arrays,
+        )
+    if phase == "finetune":
+        return finetune_round(
+            site=site, site_id=sid, index=index, seed=seed, model_config=model_config,
+            train=load_config(FinetuneConfig, data=train_json), global_arrays=global_arrays,
+        )
+    raise ValueError(f"unknown phase {phase!r}: expected pretrain or finetune")
+
+
+def flatten_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """metrics.json-style report -> flat numeric metrics (undefined values left out)."""
+    flat: dict[str, float] = {}
+    for name, value in report.items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                if isinstance(v, int | float) and np.isfinite(v):
+                    flat[f"{name}/{sub}"] = float(v)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            if value is not None and np.isfinite(value):
+                flat[name] = float(value)
+    return flat
+
+
+def evaluate_round(
+    *, site_dir: Path, site_id: str, seed: int, model_json: dict, global_arrays: dict[str, np.ndarray]
+) -> tuple[str, dict[str, float]]:
+    """Evaluate the global model on this site's held-out split."""
+    from core.models.predict import evaluate
+
+    site = _site(site_dir)
+    model_config = load_config(ModelConfig, data=model_json)
+    cases = _cases(site, model_config)
+    model, _ = _model_with_global(
+        site=site, model_config=model_config, seed=seed, global_arrays=global_arrays,
+        groups_of_model=_all_groups,
+    )
+    return site_id or site.site_id, flatten_metrics(evaluate(model, cases))

@@ -1,0 +1,135 @@
+"""The ClientApp: translates Flower messages into `core.train.site_round` calls.
+
+Site facts come from the SuperNode's node_config (`site-dir`, optional `state-dir`,
+`site-id`); in the embedded simulation they come from the experiment's site list, indexed by
+Flower's `partition-id`. User-data problems become an error reply naming the site, never a
+crash of the node.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from fl_client import records
+
+log = logging.getLogger("orthofed.client")
+
+# Error codes in replies (Flower reserves small numbers; ours are distinct).
+USER_ERROR = 4100
+
+
+@dataclass(frozen=True)
+class SiteFacts:
+    site_dir: Path
+    state_dir: Path
+    site_id: str
+
+
+def facts_from_node_config(node_config: dict) -> SiteFacts:
+    if "site-dir" not in node_config:
+        raise ValueError("node_config has no 'site-dir': start the SuperNode with --node-config \"site-dir='/path/to/site'\"")
+    site_dir = Path(str(node_config["site-dir"]))
+    state = node_config.get("state-dir") or str(site_dir.resolve().parent / f"{site_dir.name}.orthofed-state")
+    site_id = str(node_config.get("site-id", "")) or ""
+    return SiteFacts(site_dir=site_dir, state_dir=Path(str(state)), site_id=site_id)
+
+
+def _error_reply(msg: Message, facts_or_none, err: Exception) -> Message:
+    where = facts_or_none.site_id if facts_or_none else "site"
+    return Message(Error(code=USER_ERROR, reason=f"{where}: {err}"), reply_to=msg)
+
+
+def handle_query(msg: Message, facts: SiteFacts) -> Message:
+    from core.train.site_round import site_info
+
+    info = site_info(site_dir=facts.site_dir, site_id=facts.site_id)
+    return Message(RecordDict({records.STATUS: ConfigRecord(info)}), reply_to=msg)
+
+
+def handle_train(msg: Message, facts: SiteFacts) -> Message:
+    from core.train.site_round import train_round
+
+    config = msg.content[records.CONFIG]
+    params = records.unflatten_params(config)
+    started = time.process_time(), time.monotonic()
+    result = train_round(
+        site_dir=facts.site_dir,
+        state_dir=facts.state_dir,
+        site_id=facts.site_id,
+        phase=str(config[records.PHASE]),
+        index=int(config[records.INDEX]),
+        seed=int(config[records.SEED]),
+        model_json=json.loads(str(params["model"])),
+        train_json=json.loads(str(params["train"])),
+        proximal_mu=float(params.get("proximal_mu", 0.0)),
+        global_arrays=records.record_to_arrays(msg.content[records.ARRAYS]),
+    )
+    metrics = {**result.metrics, records.COMPUTE_S: round(time.monotonic() - started[1], 3)}
+    reply = records.build_reply(
+        site_id=result.site_id, arrays=result.arrays, examples=result.examples,
+        metrics=metrics, refused=result.refused,
+    )
+    return Message(reply, reply_to=msg)
+
+
+def handle_evaluate(msg: Message, facts: SiteFacts) -> Message:
+    from core.train.site_round import evaluate_round
+
+    config = msg.content[records.CONFIG]
+    params = records.unflatten_params(config)
+    started = time.monotonic()
+    site_id, metrics = evaluate_round(
+        site_dir=facts.site_dir,
+        site_id=facts.site_id,
+        seed=int(config[records.SEED]),
+        model_json=json.loads(str(params["model"])),
+        global_arrays=records.record_to_arrays(msg.content[records.ARRAYS]),
+    )
+    metrics[records.COMPUTE_S] = round(time.monotonic() - started, 3)
+    reply = records.build_reply(site_id=site_id, arrays={}, examples={}, metrics=metrics)
+    return Message(reply, reply_to=msg)
+
+
+def _guarded(handler, msg: Message, facts: SiteFacts) -> Message:
+    try:
+        return handler(msg, facts)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        log.error("%s: %s", facts.site_id or facts.site_dir, err)
+        return _error_reply(msg, facts, err)
+
+
+def _register(client: ClientApp, facts_of) -> ClientApp:
+    @client.query()
+    def query(msg: Message, context: Context) -> Message:
+        return _guarded(handle_query, msg, facts_of(context))
+
+    @client.train()
+    def train(msg: Message, context: Context) -> Message:
+        return _guarded(handle_train, msg, facts_of(context))
+
+    @client.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        return _guarded(handle_evaluate, msg, facts_of(context))
+
+    return client
+
+
+app = _register(ClientApp(), lambda context: facts_from_node_config(dict(context.node_config)))
+
+
+def make_simulation_client_app(*, site_dirs: list[str], state_root: str) -> ClientApp:
+    """A ClientApp for the embedded simulation: SuperNode i serves `site_dirs[i]`."""
+
+    def facts_of(context: Context) -> SiteFacts:
+        pid = int(context.node_config["partition-id"])
+        site_dir = Path(site_dirs[pid])
+        return SiteFacts(site_dir=site_dir, state_dir=Path(state_root) / site_dir.name, site_id="")
+
+    return _register(ClientApp(), facts_of)

@@ -1,0 +1,212 @@
+"""The ServerApp: phases (pretrain -> finetune -> evaluate), resume, dropout tolerance.
+
+Flower has no checkpoint/resume and numbers rounds from 1, so the round loop lives here:
+each round is sent with `grid.send_and_receive`, aggregated by `PerGroupFedAvg`, and
+persisted by `core.federation.rundir.RunDir` before the next one starts. Sampling and DP
+noise are seeded from (experiment seed, round index), so a resumed run redoes exactly what
+an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from core.federation.experiment import ExperimentConfig, load_experiment
+from core.federation.rundir import RunDir
+from fl_client import records
+from fl_server.strategy import PerGroupFedAvg, RoundContext
+
+log = logging.getLogger("orthofed.server")
+
+app = ServerApp()
+
+
+@dataclass
+class ServerSettings:
+    experiment_path: str
+    run_dir: str
+    overrides: list[str] = field(default_factory=list)
+    resume: bool = False
+    node_wait_s: float = 120.0
+
+
+def settings_from_run_config(run_config: dict[str, Any]) -> ServerSettings:
+    """Flower run_config (scalars only) -> settings. Overrides are ';'-separated key=value."""
+    overrides = [o for o in str(run_config.get("overrides", "")).split(";") if o.strip()]
+    return ServerSettings(
+        experiment_path=str(run_config.get("experiment", "configs/experiments/demo.yaml")),
+        run_dir=str(run_config.get("run-dir", "runs/demo")),
+        overrides=overrides,
+        resume=bool(run_config.get("resume", False)),
+    )
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    run_federation(grid, settings_from_run_config(dict(context.run_config)))
+
+
+def make_server_app(settings: ServerSettings) -> ServerApp:
+    """A ServerApp bound to explicit settings (used by the embedded simulation)."""
+    server = ServerApp()
+
+    @server.main()
+    def _main(grid: Grid, context: Context) -> None:
+        run_federation(grid, settings)
+
+    return server
+
+
+def round_plan(experiment: ExperimentConfig) -> list[tuple[str, int]]:
+    """(phase, round within phase) for every round of the federation, in order."""
+    plan = [("pretrain", r) for r in range(1, experiment.pretrain.rounds + 1)]
+    plan += [("finetune", r) for r in range(1, experiment.finetune.rounds + 1)]
+    if experiment.evaluate.enabled:
+        plan.append(("evaluate", 1))
+    return plan
+
+
+def wait_for_nodes(grid: Grid, *, minimum: int, timeout_s: float) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= minimum or time.monotonic() > deadline:
+            return nodes
+        time.sleep(0.5)
+
+
+def discover_sites(grid: Grid, nodes: list[int], known: dict[int, dict]) -> dict[int, dict]:
+    """Ask new nodes who they are (site id, joint, case counts: aggregates only)."""
+    new = [n for n in nodes if n not in known]
+    if new:
+        msgs = [Message(RecordDict({}), dst_node_id=n, message_type=MessageType.QUERY) for n in new]
+        for reply in grid.send_and_receive(msgs, timeout=120):
+            if reply.has_error():
+                log.warning("node %s did not identify itself: %s", reply.metadata.src_node_id, reply.error.reason)
+                continue
+            info = dict(reply.content[records.STATUS])
+            known[reply.metadata.src_node_id] = info
+    return known
+
+
+def sample_sites(
+    sites: dict[int, dict], *, fraction: float, minimum: int, rng: np.random.Generator
+) -> list[int]:
+    """Nodes to ask this round, drawn over site ids (not Flower's random node ids)."""
+    by_site = sorted(sites.items(), key=lambda item: str(item[1].get(records.SITE_ID)))
+    count = min(len(by_site), max(minimum, int(round(fraction * len(by_site)))))
+    chosen = rng.choice(len(by_site), size=count, replace=False) if count else []
+    return sorted(by_site[i][0] for i in chosen)
+
+
+class Federation:
+    """State of one run of the round loop."""
+
+    def __init__(self, grid: Grid, settings: ServerSettings) -> None:
+        from core.federation.model_state import initial_global_state, model_config_for
+
+        self.grid = grid
+        self.settings = settings
+        self.experiment = load_experiment(settings.experiment_path, overrides=settings.overrides)
+        self.model_config = model_config_for(self.experiment)
+        self.run = RunDir(Path(settings.run_dir))
+        self.sites: dict[int, dict] = {}
+        self.start_index = 0
+        self.accountant = None
+        server_state: dict[str, Any] = {}
+        point = self.run.resume_point() if settings.resume else None
+        if not settings.resume and self.run.exists():
+            raise ValueError(f"{self.run.root} already holds a run; pass --resume or another --run-dir")
+        if point is not None:
+            self.state, self.start_index, server_state = point.state, point.index, point.server_state
+            log.info("resuming after round %d (%s %d)", point.index, point.phase, point.round)
+        else:
+            self.state = initial_global_state(self.experiment, model_config=self.model_config)
+        if self.experiment.server_dp.enabled:
+            from core.federation.accounting import GroupPrivacyAccountant
+
+            saved = server_state.get("accountant")
+            self.accountant = GroupPrivacyAccountant.from_dict(saved) if saved else GroupPrivacyAccountant()
+
+    def instruction(self, *, phase: str, round_: int, index: int) -> RecordDict:
+        import json
+
+        from core.config import to_dict
+
+        plan = getattr(self.experiment, phase, None)
+        train = to_dict(plan.train) if phase in ("pretrain", "finetune") else {}
+        params = {
+            "model": json.dumps(to_dict(self.model_config)),
+            "train": json.dumps(train),
+            "proximal_mu": float(getattr(plan, "proximal_mu", 0.0) or 0.0),
+        }
+        arrays = self._arrays_for(phase)
+        return records.build_instruction(
+            arrays=arrays, phase=phase, round_=round_, index=index,
+            seed=self.experiment.seed, params=params,
+        )
+
+    def _arrays_for(self, phase: str) -> dict[str, np.ndarray]:
+        if phase == "pretrain":  # heads are not trained or needed while pretraining
+            return {k: v for k, v in self.state.items() if k.startswith("backbone.")}
+        return self.state
+
+    def run_all(self) -> None:
+        from fl_server.rounds import run_evaluate_round, run_train_round
+
+        for index, (phase, round_) in enumerate(round_plan(self.experiment), start=1):
+            if index <= self.start_index:
+                continue
+            started = time.monotonic()
+            if phase == "evaluate":
+                record = run_evaluate_round(self, round_=round_, index=index)
+            else:
+                record = run_train_round(self, phase=phase, round_=round_, index=index)
+            record["wall_s"] = round(time.monotonic() - started, 3)
+            self.save(index=index, record=record)
+        from fl_server.report import write_final_metrics
+
+        write_final_metrics(self.run)
+
+    def save(self, *, index: int, record: dict[str, Any]) -> None:
+        server_state: dict[str, Any] = {}
+        if self.accountant is not None:
+            server_state["accountant"] = self.accountant.to_dict()
+        manifest = {
+            "experiment": self.experiment.name,
+            "phase": record["phase"],
+            "round": record["round"],
+            "model_preset": self.experiment.model_preset,
+        }
+        self.run.save_round(
+            index=index, state=self.state, manifest=manifest,
+            history_record=record, server_state=server_state,
+        )
+        log.info("round %d (%s %d) saved in %.1fs", index, record["phase"], record["round"], record["wall_s"])
+
+
+def run_federation(grid: Grid, settings: ServerSettings) -> None:
+    """Run (or resume) every round of the experiment's phases."""
+    Federation(grid, settings).run_all()
+
+
+def make_strategy(federation: Federation) -> PerGroupFedAvg:
+    exp = federation.experiment
+    return PerGroupFedAvg(
+        aggregation=exp.aggregation,
+        server_dp=exp.server_dp,
+        accountant=federation.accountant,
+        min_train_nodes=1,
+        min_available_nodes=1,
+    )
+
+
+__all__ = ["app", "make_server_app", "run_federation", "ServerSettings", "ConfigRecord"]

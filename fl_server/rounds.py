@@ -1,0 +1,167 @@
+"""One training round and the final evaluation round, as history.jsonl records."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from flwr.app import Message, MessageType
+
+from fl_client import records
+from fl_server.strategy import RoundContext
+
+if TYPE_CHECKING:
+    from fl_server.app import Federation
+
+log = logging.getLogger("orthofed.server")
+
+
+def _select(fed: Federation, *, index: int, fraction: float, min_sites: int) -> tuple[list[int], float]:
+    from fl_server.app import discover_sites, sample_sites, wait_for_nodes
+
+    nodes = wait_for_nodes(fed.grid, minimum=min_sites, timeout_s=fed.settings.node_wait_s)
+    discover_sites(fed.grid, nodes, fed.sites)
+    live = {n: fed.sites[n] for n in nodes if n in fed.sites}
+    if len(live) < min_sites:
+        raise RuntimeError(
+            f"round {index}: only {len(live)} site(s) connected, min_sites={min_sites}"
+        )
+    rng = np.random.default_rng([fed.experiment.seed, index, 0])
+    chosen = sample_sites(live, fraction=fraction, minimum=min_sites, rng=rng)
+    return chosen, len(chosen) / max(1, len(live))
+
+
+def _send(fed: Federation, *, chosen: list[int], content, message_type: str, timeout_s: float):
+    msgs = [Message(content, dst_node_id=n, message_type=message_type) for n in chosen]
+    bytes_down = records.record_bytes(content) * len(chosen)
+    replies = list(fed.grid.send_and_receive(msgs, timeout=timeout_s))
+    return replies, bytes_down
+
+
+def _site_name(fed: Federation, node: int) -> str:
+    return str(fed.sites.get(node, {}).get(records.SITE_ID, f"node-{node}"))
+
+
+def _base_record(fed: Federation, *, phase: str, round_: int, index: int, chosen: list[int]) -> dict:
+    return {
+        "phase": phase,
+        "round": round_,
+        "index": index,
+        "sampled": sorted(_site_name(fed, n) for n in chosen),
+    }
+
+
+def run_train_round(fed: Federation, *, phase: str, round_: int, index: int) -> dict[str, Any]:
+    from fl_server.app import make_strategy
+
+    plan = getattr(fed.experiment, phase)
+    chosen, sample_rate = _select(fed, index=index, fraction=plan.fraction, min_sites=plan.min_sites)
+    content = fed.instruction(phase=phase, round_=round_, index=index)
+    replies, bytes_down = _send(
+        fed, chosen=chosen, content=content, message_type=MessageType.TRAIN, timeout_s=plan.timeout_s
+    )
+    strategy = make_strategy(fed)
+    strategy.context = RoundContext(
+        global_state=fed.state,
+        node_sites={n: _site_name(fed, n) for n in chosen},
+        sample_rate=sample_rate,
+        rng=np.random.default_rng([fed.experiment.seed, index, 1]),
+        min_sites_per_group=plan.min_sites_per_group,
+    )
+    answered = {r.metadata.src_node_id for r in replies}
+    ok_replies = sum(not r.has_error() for r in replies)
+    if ok_replies < plan.min_sites:
+        raise RuntimeError(
+            f"{phase} round {round_}: {ok_replies} site(s) answered, min_sites={plan.min_sites}; "
+            "the round is not saved (resume with --resume once sites are back)"
+        )
+    strategy.aggregate_train(index, replies)
+    outcome = strategy.outcome
+    result = outcome.result
+    fed.state = result.state
+    record = _base_record(fed, phase=phase, round_=round_, index=index, chosen=chosen)
+    record.update(
+        {
+            "groups": result.groups,
+            "rejected": [*result.rejected, *[
+                {"site": f["site"], "group": "*", "reason": f["reason"]} for f in outcome.failures
+            ]],
+            "skipped_groups": result.skipped,
+            "missing": sorted(_site_name(fed, n) for n in chosen if n not in answered),
+            "bytes_down": int(bytes_down),
+            "bytes_up": int(outcome.bytes_up),
+            "metrics": outcome.metrics,
+        }
+    )
+    _add_privacy(fed, record, result.privacy)
+    return record
+
+
+def _add_privacy(fed: Federation, record: dict, privacy: dict) -> None:
+    site_eps = {s: m["epsilon"] for s, m in record["metrics"].items() if "epsilon" in m}
+    site_dp = {}
+    for site, m in record["metrics"].items():
+        if "dp_noise_multiplier" in m:
+            site_dp[site] = {
+                "noise_multiplier": float(m["dp_noise_multiplier"]),
+                "sample_rate": float(m["dp_sample_rate"]),
+                "steps": int(m["dp_steps"]),
+                "delta": float(m["dp_delta"]),
+                "accountant": "rdp",
+            }
+    if not (privacy or site_eps):
+        return
+    group_eps = {g: float(v["epsilon"]) for g, v in privacy.items()}
+    group_dp = {g: {k: v[k] for k in ("noise_multiplier", "sample_rate", "steps", "delta", "accountant")}
+                for g, v in privacy.items()}
+    record["epsilon"] = {"sites": site_eps, "groups": group_eps}
+    record["dp"] = {"sites": site_dp, "groups": group_dp}
+
+
+def run_evaluate_round(fed: Federation, *, round_: int, index: int) -> dict[str, Any]:
+    plan = fed.experiment.evaluate
+    chosen, _ = _select(fed, index=index, fraction=1.0, min_sites=plan.min_sites)
+    content = fed.instruction(phase="evaluate", round_=round_, index=index)
+    replies, bytes_down = _send(
+        fed, chosen=chosen, content=content, message_type=MessageType.EVALUATE, timeout_s=plan.timeout_s
+    )
+    metrics: dict[str, dict[str, float]] = {}
+    failures = []
+    bytes_up = 0
+    for reply in replies:
+        site = _site_name(fed, reply.metadata.src_node_id)
+        if reply.has_error():
+            failures.append({"site": site, "group": "*", "reason": reply.error.reason})
+            continue
+        parsed = records.parse_reply(reply.content)
+        bytes_up += records.record_bytes(reply.content)
+        metrics[parsed["site_id"] or site] = dict(parsed["metrics"])
+    answered = {r.metadata.src_node_id for r in replies}
+    record = _base_record(fed, phase="evaluate", round_=round_, index=index, chosen=chosen)
+    record.update(
+        {
+            "groups": {},
+            "rejected": failures,
+            "missing": sorted(_site_name(fed, n) for n in chosen if n not in answered),
+            "bytes_down": int(bytes_down),
+            "bytes_up": int(bytes_up),
+            "metrics": metrics,
+            "weighted": weighted_metrics(metrics),
+        }
+    )
+    return record
+
+
+def weighted_metrics(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Case-weighted mean of each metric over the sites that reported it (weight: n_cases)."""
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for values in metrics.values():
+        n = float(values.get("n_cases", 0))
+        for name, value in values.items():
+            if name == "n_cases" or value is None or not np.isfinite(value) or n <= 0:
+                continue
+            sums[name] = sums.get(name, 0.0) + n * float(value)
+            weights[name] = weights.get(name, 0.0) + n
+    return {name: sums[name] / weights[name] for name in sorted(sums)}
