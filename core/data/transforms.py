@@ -33,6 +33,7 @@ CANONICAL_AXCODES: dict[View, str] = {
 }
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
 def _as_meta(array: np.ndarray, affine_lps: np.ndarray) -> MetaTensor:
@@ -44,7 +45,7 @@ def _spatial(config: PreprocessConfig, view: View, *, labels: bool) -> Compose:
     mode = "nearest" if labels else "area"
     return Compose(
         [
-            Orientation(axcodes=CANONICAL_AXCODES[view]),
+            Orientation(axcodes=CANONICAL_AXCODES[view], labels=_RAS_LABELS),
             ResizeWithPadOrCrop(spatial_size=(config.slices, -1, -1), mode="constant"),
             Resize(spatial_size=(-1, config.size, config.size), mode=mode),
         ]
