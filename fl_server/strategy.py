@@ -91,7 +91,8 @@ class PerGroupFedAvg(FedAvg):
                 self.outcome.metrics[site] = dict(parsed["metrics"])
                 updates.append(_to_site_update(site, parsed))
             except (ValueError, KeyError, TypeError) as err:
-                self.outcome.failures.append({"site": site, "reason": f"malformed reply: {err}"})
+                reason = str(err) if "malformed" in str(err) else f"malformed reply: {err}"
+                self.outcome.failures.append({"site": site, "reason": reason})
         return updates
 
     def _enough_sites(self, updates: list[SiteUpdate]) -> tuple[list[SiteUpdate], list[dict]]:

@@ -189,13 +189,15 @@ def finetune_round(
     trained = [g for g in groups if g.startswith("head.")]
     if train.mode != "linear":
         trained += [g for g in groups if g.startswith("backbone.")]
-    state = model.state_dict()
+    chosen = set(result.case_ids)
+    n_masks = sum(1 for c in cases if c.case_id in chosen and c.mask is not None)
+    if n_masks == 0:  # a site without masks does not train (or send) the segmentation head
+        trained = [g for g in trained if not g.endswith(".seg")]
+    examples = {g: (n_masks if g.endswith(".seg") else result.num_examples) for g in trained}
     arrays = {
-        k: v.detach().cpu().numpy().copy() for k, v in state.items()
+        k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()
         if any(k.startswith(g + ".") for g in trained)
     }
-    n = result.num_examples
-    examples = {g: n for g in trained}
     metrics = {"loss": float(result.epoch_losses[-1]) if result.epoch_losses else float("nan")}
     return LocalResult(site_id=site_id, arrays=arrays, examples=examples, metrics=metrics)
 

@@ -1,0 +1,72 @@
+"""Shared fixtures for the Flower-layer tests: tiny DICOM sites and a tiny experiment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.data.manifest import SiteManifest, write_manifest
+from core.views import LABELS, VIEWS
+from tests.core.data import dicom_factory as factory
+
+# A model small enough for a whole federation to run in well under a minute on 2 cores.
+TINY_MODEL = [
+    "input_size=16",
+    "input_slices=8",
+    "backbone.channels=[4,8,8]",
+    "backbone.norm_num_groups=4",
+    "backbone.num_head_channels=4",
+    "heads.view_dim=8",
+    "heads.seg_channels=4",
+]
+
+
+def make_site(root: Path, *, joint: str, site_id: str, seed: int, n_cases: int = 5,
+              views=VIEWS, labels: bool = True) -> Path:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(n_cases):
+        for i, view in enumerate(views):
+            factory.write_series(
+                root / f"case-{c}" / f"s{i}", view=view.value, n_slices=8, rows=16, cols=16,
+                seed=1000 * seed + 10 * c + i,
+            )
+        rows.append([f"case-{c}", *[str(int(rng.random() < 0.5)) for _ in LABELS[joint]]])
+    if labels:
+        header = ",".join(["case_id", *LABELS[joint]])
+        (root / "labels.csv").write_text(header + "\n" + "\n".join(",".join(r) for r in rows) + "\n")
+    write_manifest(
+        SiteManifest(joint=joint, site_id=site_id, heldout_fraction=0.3, cache_dir=str(root) + ".cache"),
+        root / "site.yaml",
+    )
+    return root
+
+
+def write_experiment(path: Path, *, sites: list[Path], extra: str = "") -> Path:
+    overrides = ", ".join(f'"{o}"' for o in TINY_MODEL)
+    site_list = ", ".join(str(s) for s in sites)
+    path.write_text(
+        f"""name: test
+seed: 3
+model_preset: tiny
+model_overrides: [{overrides}]
+joints: [knee, ankle]
+sites: [{site_list}]
+pretrain: {{rounds: 2, min_sites: 2, train: {{steps: 2, batch_size: 2}}}}
+finetune: {{rounds: 1, min_sites: 2, train: {{epochs: 1, batch_size: 2}}}}
+{extra}
+"""
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def fed_sites(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("fed-sites")
+    return [
+        make_site(root / "knee-a", joint="knee", site_id="knee-a", seed=1),
+        make_site(root / "knee-b", joint="knee", site_id="knee-b", seed=2, views=VIEWS[:2]),
+        make_site(root / "ankle-c", joint="ankle", site_id="ankle-c", seed=3),
+    ]

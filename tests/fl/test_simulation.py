@@ -1,0 +1,128 @@
+"""The real ServerApp and ClientApps in Flower's simulation engine (no mocks):
+history contract, per-group participation, resume after SIGKILL, dropout of a failing site."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.atomic import load_arrays
+from tests.fl.conftest import make_site, write_experiment
+
+REPO = Path(__file__).resolve().parents[2]
+HISTORY_KEYS = {"phase", "round", "wall_s", "groups", "rejected", "bytes_down", "bytes_up", "metrics"}
+
+
+def _federate(exp: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "fl_server.cli", "federate", "--config", str(exp),
+           "--run-dir", str(run_dir), *extra]
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _history(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+
+
+def _final_weights(run_dir: Path) -> dict[str, np.ndarray]:
+    latest = json.loads((run_dir / "latest.json").read_text())
+    return load_arrays(run_dir / latest["checkpoint"])
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, fed_sites):
+    root = tmp_path_factory.mktemp("run")
+    exp = write_experiment(root / "exp.yaml", sites=fed_sites)
+    result = _federate(exp, root / "run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return exp, root / "run"
+
+
+def test_history_contract_and_per_group_participation(finished_run):
+    _, run_dir = finished_run
+    history = _history(run_dir)
+    assert [(r["phase"], r["round"]) for r in history] == [
+        ("pretrain", 1), ("pretrain", 2), ("finetune", 1), ("evaluate", 1)
+    ]
+    for record in history:
+        assert HISTORY_KEYS <= set(record)
+        assert set(record["metrics"]) == {"knee-a", "knee-b", "ankle-c"}
+        assert all("compute_s" in m for m in record["metrics"].values())
+    groups = history[0]["groups"]
+    # knee-b has no axial series: the axial backbone is averaged over the two other sites
+    assert groups["backbone.axial"]["sites"] == ["ankle-c", "knee-a"]
+    assert groups["backbone.sagittal"]["sites"] == ["ankle-c", "knee-a", "knee-b"]
+    finetune = history[2]["groups"]
+    assert finetune["head.ankle.cls"]["sites"] == ["ankle-c"]
+    assert finetune["head.knee.cls"]["sites"] == ["knee-a", "knee-b"]
+    assert history[0]["bytes_up"] > 0 and history[0]["bytes_down"] > 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics["sites"]) == {"knee-a", "knee-b", "ankle-c"}
+
+
+def test_group_nobody_sent_keeps_its_value(finished_run):
+    _, run_dir = finished_run
+    first = load_arrays(run_dir / "global" / "round-0001.safetensors")
+    second = load_arrays(run_dir / "global" / "round-0002.safetensors")
+    heads = [k for k in first if k.startswith("head.")]
+    assert heads and all(np.array_equal(first[k], second[k]) for k in heads)
+    backbones = [k for k in first if k.startswith("backbone.sagittal.")]
+    assert any(not np.array_equal(first[k], second[k]) for k in backbones)
+
+
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path, finished_run):
+    exp, reference = finished_run
+    run_dir = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "fl_server.cli", "federate", "--config", str(exp), "--run-dir", str(run_dir)]
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    history = run_dir / "history.jsonl"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if history.is_file() and history.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(_history(run_dir))
+    assert 1 <= done_before < 4, "the kill should land mid-federation"
+    result = _federate(exp, run_dir, "--resume")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [(r["phase"], r["round"]) for r in _history(run_dir)] == [
+        (r["phase"], r["round"]) for r in _history(reference)
+    ]
+    ours, theirs = _final_weights(run_dir), _final_weights(reference)
+    assert list(ours) == list(theirs)
+    for key in theirs:
+        np.testing.assert_allclose(ours[key], theirs[key], atol=1e-6, err_msg=key)
+
+
+def test_failing_site_is_recorded_and_round_completes(tmp_path, fed_sites):
+    # a site without labels cannot fine-tune: its finetune reply is an error, the round goes on
+    unlabeled = make_site(tmp_path / "knee-u", joint="knee", site_id="knee-u", seed=9, labels=False)
+    sites = [fed_sites[0], fed_sites[2], unlabeled]
+    exp = write_experiment(tmp_path / "exp.yaml", sites=sites, extra="evaluate: {enabled: false}")
+    result = _federate(exp, tmp_path / "run", "pretrain.rounds=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = _history(tmp_path / "run")
+    pretrain, finetune = history
+    assert "knee-u" in pretrain["metrics"]  # it took part while it could
+    reasons = [r for r in finetune["rejected"] if r["site"] == "knee-u"]
+    assert reasons and "labeled" in reasons[0]["reason"]
+    assert set(finetune["metrics"]) == {"knee-a", "ankle-c"}
+
+
+def test_existing_run_dir_needs_resume(finished_run):
+    exp, run_dir = finished_run
+    result = _federate(exp, run_dir)
+    assert result.returncode == 2
+    assert "--resume" in result.stderr and "Traceback" not in result.stderr
