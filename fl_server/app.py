@@ -162,7 +162,10 @@ class Federation:
     def run_all(self) -> None:
         from fl_server.rounds import run_evaluate_round, run_train_round
 
-        for index, (phase, round_) in enumerate(round_plan(self.experiment), start=1):
+        from fl_server.console import final_table, print_round
+
+        plan = round_plan(self.experiment)
+        for index, (phase, round_) in enumerate(plan, start=1):
             if index <= self.start_index:
                 continue
             started = time.monotonic()
@@ -172,9 +175,12 @@ class Federation:
                 record = run_train_round(self, phase=phase, round_=round_, index=index)
             record["wall_s"] = round(time.monotonic() - started, 3)
             self.save(index=index, record=record)
+            print_round(record, total=len(plan))
+        from rich.console import Console
+
         from fl_server.report import write_final_metrics
 
-        write_final_metrics(self.run)
+        Console(stderr=True).print(final_table(write_final_metrics(self.run)))
 
     def save(self, *, index: int, record: dict[str, Any]) -> None:
         server_state: dict[str, Any] = {}

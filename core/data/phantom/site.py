@@ -1,0 +1,151 @@
+"""Generate a whole synthetic hospital site: DICOM series per case, labels, masks, manifest.
+
+Layout written into `out_dir`:
+    <case_id>/<series folder>/IMxxxxx.dcm   one MR series per view (sagittal, coronal, axial)
+    labels.csv                              case_id + one 0/1 column per label of the joint
+    masks/<case_id>.nii.gz                  knee only: structures 0..11 on the sagittal grid
+    site.yaml                               site manifest
+    phantom.json                            generator facts for reproducibility
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from rich.progress import track
+
+from core.data.manifest import MANIFEST_NAME, SiteManifest, write_manifest
+from core.data.phantom.dicom_export import fake_patient, write_series
+from core.data.phantom.geometry import ViewGeometry
+from core.data.phantom.profiles import SiteProfile, get_profile
+from core.data.phantom.render import RenderedCase, render_case
+from core.views import LABELS, VIEWS, Joint, parse_joint
+
+GENERATOR = "orthofed-phantom"
+GENERATOR_VERSION = "1.0"
+FACTS_NAME = "phantom.json"
+
+
+def case_id(index: int) -> str:
+    return f"case-{index + 1:04d}"
+
+
+def generate_site(
+    *, out_dir: Path, joint: Joint | str, n_cases: int, seed: int, profile: str | None = None,
+    progress: bool = False, force: bool = False,
+) -> dict:
+    """Write a phantom site and return a summary (cases, seconds, prevalence per label).
+
+    Refuses a non-empty `out_dir` unless it is a previous phantom site and `force` is set.
+    """
+    j = parse_joint(joint)
+    prof = get_profile(profile, joint=j)
+    if n_cases < 1:
+        raise ValueError(f"--cases must be at least 1, got {n_cases}")
+    out = Path(out_dir)
+    prepare_out_dir(out, force=force)
+    start = time.perf_counter()
+    rows, facts = [], {}
+    indices = range(n_cases)
+    if progress:
+        indices = track(indices, description=f"phantom {j.value} ({prof.name})")
+    for i in indices:
+        cid = case_id(i)
+        rendered = render_case(joint=j, seed=seed, case_index=i, profile=prof)
+        facts[cid] = write_case(out=out, cid=cid, rendered=rendered, profile=prof, seed=seed,
+                                index=i)
+        rows.append([cid, *(int(rendered.present[n]) for n in LABELS[j])])
+    seconds = time.perf_counter() - start
+    _write_labels(out / "labels.csv", j, rows)
+    write_manifest(SiteManifest(joint=j.value, site_id=prof.name,
+                                description=f"synthetic phantom site ({prof.description})"),
+                   out / MANIFEST_NAME)
+    prevalence = {n: float(np.mean([r[k + 1] for r in rows])) for k, n in enumerate(LABELS[j])}
+    (out / FACTS_NAME).write_text(json.dumps({
+        "generator": GENERATOR, "version": GENERATOR_VERSION, "joint": j.value,
+        "profile": prof.name, "seed": seed, "n_cases": n_cases,
+        "mask_layout": "uint8 (column, row, slice) on the sagittal series grid; RAS affine",
+        "cases": facts,
+    }, indent=1, sort_keys=True))
+    return {"out_dir": str(out), "joint": j.value, "profile": prof.name, "n_cases": n_cases,
+            "seed": seed, "seconds": seconds, "prevalence": prevalence}
+
+
+def prepare_out_dir(out: Path, *, force: bool) -> None:
+    """Create `out`, or clear a previous phantom site there when `force` is set."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; choose a folder for the phantom site")
+    if out.is_dir() and any(out.iterdir()):
+        if not is_phantom_site(out):
+            raise ValueError(f"{out} is not empty and is not a phantom site; choose an empty or "
+                             "new folder")
+        if not force:
+            raise ValueError(f"{out} already holds a phantom site; pass --force to overwrite it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def is_phantom_site(folder: Path) -> bool:
+    try:
+        facts = json.loads((folder / FACTS_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(facts, dict) and facts.get("generator") == GENERATOR
+
+
+def write_case(*, out: Path, cid: str, rendered: RenderedCase, profile: SiteProfile, seed: int,
+               index: int) -> dict:
+    """Write one case's series (and knee mask); return its facts for phantom.json."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index), 7919]))
+    patient = fake_patient(rng)
+    series_numbers = rng.permutation(len(VIEWS)) + 3
+    file_numbers = (rng.permutation(len(VIEWS) * profile.slices) + 1).reshape(len(VIEWS), -1)
+    series = {}
+    for v, view in enumerate(VIEWS):
+        if view not in rendered.views:  # the profile does not acquire this view
+            continue
+        rv = rendered.views[view]
+        folder = out / cid / f"SE{int(series_numbers[v]):06d}"
+        write_series(image=rv.image, geometry=rv.geometry, folder=folder, profile=profile,
+                     joint=rendered.joint, patient=patient, keys=(seed, cid),
+                     series_number=int(series_numbers[v]),
+                     file_numbers=[int(n) for n in file_numbers[v]])
+        series[view.value] = folder.name
+        if rv.labels is not None:
+            write_mask(out / "masks" / f"{cid}.nii.gz", rv.labels, rv.geometry)
+    return {"patient_id": patient.patient_id, "series": series,
+            "labels": {k: int(v) for k, v in rendered.present.items()},
+            "lesions": _jsonable(rendered.lesion_params)}
+
+
+def write_mask(path: Path, labels: np.ndarray, geometry: ViewGeometry) -> None:
+    """Label volume (slices, rows, columns) as NIfTI (column, row, slice) with a RAS affine."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    affine = geometry.index_to_patient()
+    affine[:2] *= -1.0  # LPS -> RAS
+    img = nib.Nifti1Image(np.ascontiguousarray(labels.transpose(2, 1, 0)).astype(np.uint8),
+                          affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    nib.save(img, str(path))
+
+
+def _write_labels(path: Path, joint: Joint, rows: list[list]) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["case_id", *LABELS[joint]])
+        writer.writerows(rows)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (np.floating, float)):
+        return round(float(obj), 4)
+    return obj
