@@ -14,6 +14,7 @@ import typer
 
 from core.cli import build_app
 from core.commands.common import user_errors
+from fl_server.deploy_commands import register_deploy_commands
 
 
 @user_errors
@@ -48,6 +49,7 @@ def federate(
 def build_full_app() -> typer.Typer:
     app = build_app()
     app.command("federate")(federate)
+    register_deploy_commands(app)
     return app
 
 

@@ -1,0 +1,290 @@
+"""Flower's deployment engine for real: a TLS SuperLink with SuperNode authentication and
+three SuperNodes as separate processes on loopback, driven by the `orthofed` commands.
+Two rounds end to end, a ServerApp crash reported as a failure, and the two refusals
+(unregistered key, no CA)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
+from flwr.common.config import parse_config_args
+
+from fl_server import deploy, deploy_submit
+from fl_server.certs import create_site_keys, create_tls_files
+from tests.fl.conftest import write_experiment
+
+REPO = Path(__file__).resolve().parents[2]
+SITES = ("knee-a", "knee-b", "ankle-c")
+
+
+# ---- the pieces, without processes (run first) ------------------------------------------
+
+
+@pytest.mark.parametrize("hosts", [["127.0.0.1"], ["fl.hospital.example", "10.1.2.3"]])
+def test_server_certificate_is_signed_by_the_ca_for_every_host(tmp_path, hosts):
+    files = create_tls_files(tmp_path, hosts=hosts)
+    ca = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    cert = x509.load_pem_x509_certificate(files.server_cert.read_bytes())
+    cert.verify_directly_issued_by(ca)
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    names = {str(v) for v in sans.get_values_for_type(x509.IPAddress)}
+    names |= set(sans.get_values_for_type(x509.DNSName))
+    assert set(hosts) | {"127.0.0.1", "localhost"} <= names
+    assert files.ca_key.stat().st_mode & 0o077 == 0
+    with pytest.raises(ValueError, match="already exists"):
+        create_tls_files(tmp_path, hosts=hosts)
+
+
+def test_site_keys_are_what_flower_reads(tmp_path):
+    keys = create_site_keys(tmp_path, "knee-3t")
+    private = load_ssh_private_key(keys.private_key.read_bytes(), None)
+    public = load_ssh_public_key(keys.public_key.read_bytes())
+    assert isinstance(private, ec.EllipticCurvePrivateKey) and private.curve.name == "secp384r1"
+    assert public.public_numbers() == private.public_key().public_numbers()
+    with pytest.raises(ValueError, match="site id"):
+        create_site_keys(tmp_path, "../etc")
+
+
+def test_node_config_round_trips_through_flowers_parser(tmp_path, fed_sites):
+    options = deploy.SuperNodeOptions(
+        superlink="10.0.0.5:8000", site_dir=fed_sites[0], root_certificates=None,
+        state_dir=tmp_path / "my state", site_id="knee-a",
+    )
+    parsed = parse_config_args([deploy.node_config(options)])
+    assert parsed == {"site-dir": str(fed_sites[0].resolve()),
+                      "state-dir": str((tmp_path / "my state").resolve()), "site-id": "knee-a"}
+    with pytest.raises(ValueError, match="site.yaml"):
+        deploy.node_config(deploy.SuperNodeOptions(
+            superlink="10.0.0.5:8000", site_dir=tmp_path, root_certificates=None))
+
+
+def test_superlink_needs_certs_or_an_explicit_insecure(tmp_path):
+    with pytest.raises(ValueError, match="--certs"):
+        deploy.superlink_command(deploy.SuperLinkOptions(certs=None))
+    with pytest.raises(ValueError, match="needs TLS"):
+        deploy.superlink_command(deploy.SuperLinkOptions(certs=None, insecure=True))
+    with pytest.raises(ValueError, match="orthofed certs"):
+        deploy.superlink_command(deploy.SuperLinkOptions(certs=tmp_path))
+    plaintext = deploy.SuperLinkOptions(certs=None, insecure=True, supernode_auth=False)
+    cmd = deploy.superlink_command(plaintext)
+    assert "--insecure" in cmd and "--disable-runtime-dependency-installation" in cmd
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        deploy.check_address("https://10.0.0.5:8000")
+
+
+def test_fab_holds_the_code_and_configs_only():
+    from flwr.cli.build import build_fab_from_disk
+
+    fab = zipfile.ZipFile(io.BytesIO(build_fab_from_disk(REPO)))
+    tops = {name.split("/")[0] for name in fab.namelist()}
+    assert tops == {".info", "pyproject.toml", "core", "fl_client", "fl_server", "configs"}
+    assert "fl_server/app.py" in fab.namelist()
+    assert sum(info.file_size for info in fab.infolist()) < 5 * 2**20
+
+
+# ---- a loopback deployment -----------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _orthofed(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fl_server.cli", *args]
+
+
+def _env(home: Path) -> dict[str, str]:
+    return {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_HOME": str(home),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=wait_s)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+
+
+def _kill_helpers(ports: list[int]) -> None:
+    """Flower starts SuperExec/app processes in their own sessions (they exit when their
+    parent does, by polling); kill the ones dialling our ports at once, by pid."""
+    marks = [f"127.0.0.1:{p}".encode() for p in ports]
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"flwr" in cmdline or b"flower" in cmdline:
+            if any(mark in cmdline for mark in marks):
+                try:
+                    os.kill(int(entry.name), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def _wait_listening(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise AssertionError(
+        f"nothing listens on {port} after {timeout_s}s:\n{log.read_text()[-3000:]}"
+    )
+
+
+class Federation:
+    """Processes of one loopback deployment; everything is killed at teardown."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.procs: list[subprocess.Popen] = []
+        self.ports: list[int] = []
+        self.link_port = self.port()
+        self.address = f"127.0.0.1:{self.link_port}"
+        self.certs = root / "certs"
+        self.ca = self.certs / "ca.pem"
+        self.cli_home = root / "home-cli"
+
+    def port(self) -> int:
+        self.ports.append(_free_port())
+        return self.ports[-1]
+
+    def spawn(self, name: str, cmd: list[str]) -> tuple[subprocess.Popen, Path]:
+        log = self.root / f"{name}.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(cmd, cwd=REPO, env=_env(self.root / f"home-{name}"),
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc, log
+
+    def supernode(self, name: str, *extra: str, site: Path) -> tuple[subprocess.Popen, Path]:
+        return self.spawn(name, _orthofed(
+            "supernode", "--superlink", self.address, "--site", str(site), "--site-id", name,
+            "--state-dir", str(self.root / "state" / name), "--port", str(self.port()), *extra,
+        ))
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            _stop(proc)
+        _kill_helpers(self.ports)
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory, fed_sites):
+    root = tmp_path_factory.mktemp("deploy")
+    fed = Federation(root)
+    try:
+        made = subprocess.run(
+            _orthofed("certs", "--out", str(fed.certs), "--host", "127.0.0.1",
+                      "--sites", ",".join([*SITES, "rogue"])),
+            cwd=REPO, env=_env(fed.cli_home), capture_output=True, text=True, timeout=60,
+        )
+        assert made.returncode == 0, made.stderr
+        link, link_log = fed.spawn("superlink", _orthofed(
+            "superlink", "--certs", str(fed.certs), "--host", "127.0.0.1",
+            "--port", str(fed.link_port),
+        ))
+        _wait_listening(fed.link_port, link, link_log)
+        registered = subprocess.run(
+            _orthofed("register", "--superlink", fed.address, "--root-certificates", str(fed.ca),
+                      *[str(fed.certs / "sites" / f"{s}.pub") for s in SITES]),
+            cwd=REPO, env=_env(fed.cli_home), capture_output=True, text=True, timeout=120,
+        )
+        assert registered.returncode == 0, registered.stderr + registered.stdout
+        for name, site in zip(SITES, fed_sites, strict=True):
+            fed.supernode(name, "--root-certificates", str(fed.ca),
+                          "--auth-key", str(fed.certs / "sites" / f"{name}.key"), site=site)
+        yield fed
+    finally:
+        fed.close()
+
+
+@pytest.fixture(scope="module")
+def two_rounds(federation, fed_sites):
+    exp = write_experiment(federation.root / "exp.yaml", sites=fed_sites)
+    run_dir = federation.root / "run"
+    started = time.monotonic()
+    done = subprocess.run(
+        _orthofed("submit", "--config", str(exp), "--superlink", federation.address,
+                  "--root-certificates", str(federation.ca), "--run-dir", str(run_dir),
+                  "--timeout", "600", "pretrain.rounds=1", "evaluate.enabled=false"),
+        cwd=REPO, env=_env(federation.cli_home), capture_output=True, text=True, timeout=700,
+    )
+    return done, run_dir, time.monotonic() - started
+
+
+def test_two_rounds_end_to_end_over_tls(two_rounds):
+    done, run_dir, total_s = two_rounds
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "finished:completed" in done.stdout
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    assert [(r["phase"], r["round"]) for r in history] == [("pretrain", 1), ("finetune", 1)]
+    overheads = []
+    for record in history:
+        # site ids come from each SuperNode's node_config (--site-id), one reply per site
+        assert set(record["metrics"]) == set(SITES)
+        slowest = max(m["compute_s"] for m in record["metrics"].values())
+        overheads.append((record["phase"], record["wall_s"], slowest,
+                          round((record["wall_s"] - slowest) / record["wall_s"], 3)))
+    assert (run_dir / "latest.json").is_file()
+    print(f"\ndeployment: submit took {total_s:.1f}s; "
+          "(phase, wall_s, slowest compute_s, overhead):", overheads)
+
+
+def test_serverapp_crash_is_a_failed_run_not_a_success(federation, two_rounds, monkeypatch):
+    # `flwr run` accepts this run (exit 0); only its final status tells it crashed
+    monkeypatch.setenv("FLWR_HOME", str(federation.cli_home))  # the connection `register` wrote
+    run_config = deploy_submit.run_config_toml(
+        experiment=federation.root / "missing.yaml", run_dir=federation.root / "crashed",
+        overrides=[], resume=False,
+    )
+    run_id = deploy_submit.start_run(run_config)
+    outcome = deploy_submit.wait_for_run(run_id, timeout_s=180, poll_s=1.0)
+    assert outcome.status == "finished:failed" and not outcome.ok
+
+
+def _refused(proc: subprocess.Popen, log: Path) -> str:
+    try:
+        code = proc.wait(timeout=90)
+    except subprocess.TimeoutExpired as err:
+        tail = log.read_text()[-2000:]
+        raise AssertionError(f"the SuperNode was not refused within 90s:\n{tail}") from err
+    assert code != 0
+    return log.read_text()
+
+
+def test_unregistered_supernode_is_refused(federation, fed_sites, two_rounds):
+    proc, log = federation.supernode(
+        "rogue", "--root-certificates", str(federation.ca),
+        "--auth-key", str(federation.certs / "sites" / "rogue.key"), site=fed_sites[0],
+    )
+    assert "Failed to activate SuperNode" in _refused(proc, log)
+
+
+def test_supernode_without_the_ca_cannot_connect(federation, fed_sites, two_rounds):
+    proc, log = federation.supernode("no-ca", site=fed_sites[0])  # system CAs only
+    assert "CERTIFICATE_VERIFY_FAILED" in _refused(proc, log)
