@@ -169,6 +169,8 @@ class PretrainConfig:
     # EMA warm-up: effective decay min(ema_decay, (1 + n) / (10 + n)); keeps short runs useful.
     ema_warmup: bool = True
     seed: int = 0
+    # bf16 CPU autocast: only worth it on CPUs with bf16 units (AVX512-BF16/AMX); on AVX2
+    # machines 3D convolutions fall back to slow kernels (measured 5-16x slower per step).
     bf16: bool = False
     log_every: int = 10
     checkpoint_every: int = 500

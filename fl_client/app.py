@@ -70,6 +70,7 @@ def handle_train(msg: Message, facts: SiteFacts) -> Message:
         train_json=json.loads(str(params["train"])),
         proximal_mu=float(params.get("proximal_mu", 0.0)),
         global_arrays=records.record_to_arrays(msg.content[records.ARRAYS]),
+        client_dp_json=str(params.get("client_dp", "")),
     )
     metrics = {**result.metrics, records.COMPUTE_S: round(time.monotonic() - started[1], 3)}
     reply = records.build_reply(

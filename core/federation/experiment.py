@@ -11,6 +11,7 @@ from pathlib import Path
 
 from core.config import FinetuneConfig, PretrainConfig, load_config
 from core.federation.config import AggregationConfig, ServerDPConfig
+from core.train.privacy import ClientDPConfig
 from core.views import parse_joint
 
 
@@ -67,6 +68,8 @@ class ExperimentConfig:
     evaluate: EvaluatePhase = field(default_factory=EvaluatePhase)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     server_dp: ServerDPConfig = field(default_factory=ServerDPConfig)
+    # Sample-level DP-SGD at every site (Opacus), with each site's persistent budget.
+    client_dp: ClientDPConfig = field(default_factory=ClientDPConfig)
 
     def __post_init__(self) -> None:
         self.joints = [parse_joint(j).value for j in self.joints]

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from core.config import FinetuneConfig, ModelConfig, PretrainConfig, PretrainRunConfig, load_config
+from core.train.privacy import ClientDPConfig, parse_client_dp
 
 STATE_PREFIX = "pretrain-state-"
 
@@ -128,7 +129,10 @@ def _restore_state(trainer, *, state_dir: Path, index: int) -> None:
 def pretrain_round(
     *, site, site_id: str, state_dir: Path, index: int, seed: int, model_config: ModelConfig,
     train: PretrainConfig, global_arrays: dict[str, np.ndarray],
+    client_dp: ClientDPConfig | None = None,
 ) -> LocalResult:
+    """With client DP on, trains by DP-SGD (or refuses when the site budget would be
+    exceeded) and reports epsilon instead of the (non-private) training losses."""
     from core.train.pretrain import Pretrainer, training_volumes
 
     volumes = training_volumes(_cases(site, model_config), config=model_config)
@@ -140,10 +144,21 @@ def pretrain_round(
     groups = [f"backbone.{v.value}" for v in trainer.trained_views]
     expected = trainer.backbone_weights(ema=False)
     trainer.load_backbones(check_incoming(global_arrays, expected, groups=groups))
-    losses: dict[str, list[float]] = {}
-    for _ in range(train.steps):
-        for view, loss in trainer.train_step().items():
-            losses.setdefault(view.value, []).append(loss)
+    if client_dp is not None and client_dp.enabled and "pretrain" in client_dp.phases:
+        from core.train.dp_pretrain import pretrain_privately
+
+        private = pretrain_privately(
+            trainer, config=client_dp, state_dir=state_dir, index=index, site_id=site_id
+        )
+        if private.refused:
+            return LocalResult(site_id=site_id, arrays={}, examples={}, refused=private.refused)
+        metrics = dict(private.metrics or {})
+    else:
+        losses: dict[str, list[float]] = {}
+        for _ in range(train.steps):
+            for view, loss in trainer.train_step().items():
+                losses.setdefault(view.value, []).append(loss)
+        metrics = {f"loss/{view}": float(np.mean(vals)) for view, vals in losses.items()}
     state_dir.mkdir(parents=True, exist_ok=True)
     _save_state(trainer, state_dir=state_dir, index=index)
     weights = trainer.backbone_weights(ema=True)
@@ -152,7 +167,6 @@ def pretrain_round(
         if any(k.startswith(g + ".") for g in groups)
     }
     examples = {f"backbone.{v.value}": len(volumes[v]) for v in trainer.trained_views}
-    metrics = {f"loss/{view}": float(np.mean(vals)) for view, vals in losses.items()}
     return LocalResult(site_id=site_id, arrays=arrays, examples=examples, metrics=metrics)
 
 
@@ -205,8 +219,11 @@ def finetune_round(
 def train_round(
     *, site_dir: Path, state_dir: Path, site_id: str, phase: str, index: int, seed: int,
     model_json: dict, train_json: dict, proximal_mu: float, global_arrays: dict[str, np.ndarray],
+    client_dp_json: str = "",
 ) -> LocalResult:
-    """Dispatch one training round of `phase` at this site."""
+    """Dispatch one training round of `phase` at this site (`client_dp_json`: the
+    experiment's `client_dp` settings as JSON; empty = no sample-level DP)."""
+    client_dp = parse_client_dp(client_dp_json)
     site = _site(site_dir)
     sid = site_id or site.site_id
     model_config = load_config(ModelConfig, data=model_json)
@@ -214,7 +231,7 @@ def train_round(
         return pretrain_round(
             site=site, site_id=sid, state_dir=state_dir, index=index, seed=seed,
             model_config=model_config, train=load_config(PretrainConfig, data=train_json),
-            global_arrays=global_arrays,
+            global_arrays=global_arrays, client_dp=client_dp,
         )
     if phase == "finetune":
         return finetune_round(

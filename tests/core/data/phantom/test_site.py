@@ -19,11 +19,15 @@ from core.data.phantom.render import case_labels, render_case
 from core.data.phantom.site import generate_site
 from core.views import LABELS, Joint, View, view_from_normal
 
+# Export checks need no resolution: a smaller grid of the `tiny` site (the CLI test uses the
+# named preset).
+MICRO = dataclasses.replace(get_profile("tiny", joint="knee"), name="micro", size=40, slices=5)
+
 
 @pytest.fixture(scope="module", params=list(Joint))
 def site(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"site-{request.param.value}")
-    summary = generate_site(out_dir=out, joint=request.param, n_cases=1, seed=3, profile="tiny")
+    summary = generate_site(out_dir=out, joint=request.param, n_cases=1, seed=3, profile=MICRO)
     return request.param, out, summary
 
 
@@ -39,10 +43,10 @@ def test_layout_labels_and_manifest(site):
     assert rows[0] == ["case_id", *LABELS[joint]]
     assert [r[0] for r in rows[1:]] == ["case-0001"]
     for i, r in enumerate(rows[1:]):
-        expected = case_labels(joint=joint, seed=3, case_index=i, profile="tiny")
+        expected = case_labels(joint=joint, seed=3, case_index=i, profile=MICRO)
         assert r[1:] == [str(int(expected[k])) for k in LABELS[joint]]
     loaded = load_site(out)
-    assert loaded.joint == joint and loaded.site_id == "tiny"
+    assert loaded.joint == joint and loaded.site_id == MICRO.name
     assert [p.name for p in loaded.case_dirs()] == ["case-0001"]
     facts = json.loads((out / "phantom.json").read_text())
     assert facts["seed"] == 3 and set(facts["cases"]) == {"case-0001"}
@@ -51,13 +55,13 @@ def test_layout_labels_and_manifest(site):
 
 def test_dicom_geometry_matches_render(site):
     joint, out, _ = site
-    rendered = render_case(joint=joint, seed=3, case_index=0, profile="tiny")
+    rendered = render_case(joint=joint, seed=3, case_index=0, profile=MICRO)
     folders = [p for p in (out / "case-0001").iterdir() if p.is_dir()]
     assert len(folders) == 3
     seen = set()
     for folder in folders:
         sets = _series(folder)
-        assert len(sets) == 16
+        assert len(sets) == MICRO.slices
         d0 = sets[0]
         iop = np.array(d0.ImageOrientationPatient, float)
         view = view_from_normal(np.cross(iop[:3], iop[3:]))
@@ -67,9 +71,10 @@ def test_dicom_geometry_matches_render(site):
         np.testing.assert_allclose([float(v) for v in d0.PixelSpacing], g.pixel_spacing, atol=1e-6)
         assert float(d0.SliceThickness) == pytest.approx(g.slice_thickness)
         assert float(d0.SpacingBetweenSlices) == pytest.approx(g.slice_spacing)
-        assert (d0.Rows, d0.Columns) == (128, 128) and d0.SOPClassUID == pydicom.uid.MRImageStorage
+        assert (d0.Rows, d0.Columns) == (MICRO.size, MICRO.size)
+        assert d0.SOPClassUID == pydicom.uid.MRImageStorage
         assert d0.PatientID != "case-0001" and d0.PatientName and d0.AccessionNumber
-        assert len({d.SOPInstanceUID for d in sets}) == 16
+        assert len({d.SOPInstanceUID for d in sets}) == MICRO.slices
         assert len({d.FrameOfReferenceUID for d in sets}) == 1
         sets.sort(key=lambda d: d.InstanceNumber)
         positions = np.array([[float(v) for v in d.ImagePositionPatient] for d in sets])
@@ -88,7 +93,7 @@ def test_dicom_geometry_matches_render(site):
 def _check_mask(out, sag):
     img = nib.load(out / "masks" / "case-0001.nii.gz")
     data = np.asarray(img.dataobj)
-    assert data.dtype == np.uint8 and data.shape == (128, 128, 16)
+    assert data.dtype == np.uint8 and data.shape == (MICRO.size, MICRO.size, MICRO.slices)
     np.testing.assert_array_equal(data.transpose(2, 1, 0), sag.labels)
     ras = img.affine @ np.array([5, 7, 3, 1.0])
     lps = sag.geometry.index_to_patient() @ np.array([5, 7, 3, 1.0])
@@ -98,10 +103,10 @@ def _check_mask(out, sag):
 def test_same_seed_same_bytes(tmp_path):
     paths = []
     for name in ("a", "b"):
-        generate_site(out_dir=tmp_path / name, joint="ankle", n_cases=1, seed=9, profile="tiny")
+        generate_site(out_dir=tmp_path / name, joint="ankle", n_cases=1, seed=9, profile=MICRO)
         paths.append(tmp_path / name)
     files = sorted(p.relative_to(paths[0]) for p in paths[0].rglob("*.dcm"))
-    assert len(files) == 48
+    assert len(files) == 3 * MICRO.slices
     for rel in files:
         assert (paths[0] / rel).read_bytes() == (paths[1] / rel).read_bytes()
     assert (paths[0] / "labels.csv").read_text() == (paths[1] / "labels.csv").read_text()
@@ -109,18 +114,18 @@ def test_same_seed_same_bytes(tmp_path):
 
 @pytest.fixture(scope="module")
 def coronal():
-    return render_case(joint="knee", seed=2, case_index=0, profile="tiny").views[View.CORONAL]
+    return render_case(joint="knee", seed=2, case_index=0, profile=MICRO).views[View.CORONAL]
 
 
 @pytest.mark.parametrize("syntax", ["rle", "jpegls"])
 def test_compressed_series_decode_losslessly(tmp_path, syntax, coronal):
-    prof = dataclasses.replace(get_profile("tiny", joint="knee"), transfer_syntax=syntax,
-                               rescale_slope=1.5)
+    prof = dataclasses.replace(MICRO, transfer_syntax=syntax, rescale_slope=1.5)
     rv = coronal
     patient = Patient("DOE^J", "PX1", "19800101", "F", "20240101", "101000", "A1")
-    write_series(image=rv.image[:2], geometry=dataclasses.replace(rv.geometry,
-                 shape=(2, 128, 128)), folder=tmp_path, profile=prof, joint=Joint.KNEE,
-                 patient=patient, keys=(2, "case-0001"), series_number=3, file_numbers=[9, 4])
+    two = dataclasses.replace(rv.geometry, shape=(2, MICRO.size, MICRO.size))
+    write_series(image=rv.image[:2], geometry=two, folder=tmp_path, profile=prof,
+                 joint=Joint.KNEE, patient=patient, keys=(2, "case-0001"), series_number=3,
+                 file_numbers=[9, 4])
     ds = pydicom.dcmread(tmp_path / "IM00009.dcm")
     assert ds.file_meta.TransferSyntaxUID.is_compressed
     expected = np.clip(np.rint(rv.image[0] * 2000 / 1.5), 0, 4095)

@@ -1,0 +1,188 @@
+"""Checkpoints: safetensors weights + a JSON manifest beside them, written atomically.
+
+`x.safetensors` holds the tensors (flat `group.param` keys), `x.json` the manifest: preset,
+full config, preprocessing key, package versions, groups, creation time. The manifest is
+written last, so a manifest that exists always describes complete weights. Loading never
+unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+from torch import nn
+
+from core.federation.groups import group_of
+
+FORMAT = "orthofed-checkpoint/1"
+_VERSIONED = ("orthofed", "torch", "monai", "safetensors", "numpy")
+_SHOWN = 5  # mismatching keys named in an error message
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    tensors: dict[str, torch.Tensor]
+    manifest: dict[str, Any]
+
+
+def manifest_path(weights_path: str | Path) -> Path:
+    """The JSON manifest that belongs to a `.safetensors` file."""
+    return Path(weights_path).with_suffix(".json")
+
+
+def groups_of(keys: list[str] | dict[str, Any]) -> list[str]:
+    """Groups present in `keys`, in first-seen order."""
+    return list(dict.fromkeys(group_of(k) for k in keys))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same folder, fsync, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_json(path: Path, payload: dict[str, Any], *, sort_keys: bool = True) -> None:
+    atomic_write_bytes(path, json.dumps(payload, indent=2, sort_keys=sort_keys).encode())
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "unknown"
+    return versions
+
+
+def tensors_to_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    """Safetensors bytes of detached, contiguous CPU copies (shared storage is not allowed)."""
+    return save_safetensors_bytes(
+        {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    )
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    tensors: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    preset: str,
+    preprocess_key: str,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write `path` (.safetensors) then its manifest; returns the manifest path."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: checkpoint files must end in .safetensors")
+    manifest = {
+        "format": FORMAT,
+        "preset": preset,
+        "config": config,
+        "preprocess_key": preprocess_key,
+        "versions": package_versions(),
+        "groups": groups_of(list(tensors)),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **(extra or {}),
+    }
+    atomic_write_bytes(path, tensors_to_bytes(tensors))
+    json_path = manifest_path(path)
+    atomic_write_json(json_path, manifest)
+    return json_path
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file (never unpickles); ValueError when unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: checkpoint file not found")
+    try:
+        return load_safetensors_bytes(path.read_bytes())
+    except (SafetensorError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable safetensors checkpoint ({err})") from None
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Weights and manifest of a checkpoint written by `save_checkpoint`."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: pass the checkpoint's .safetensors file")
+    tensors = load_tensors(path)
+    json_path = manifest_path(path)
+    if not json_path.is_file():
+        raise ValueError(f"{path}: manifest {json_path.name} is missing (incomplete checkpoint?)")
+    try:
+        manifest = json.loads(json_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{json_path}: manifest is not valid JSON ({err})") from None
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{json_path}: not an orthofed checkpoint manifest")
+    return Checkpoint(tensors=tensors, manifest=manifest)
+
+
+def _named(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_SHOWN])
+    return shown + (f" (+{len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else "")
+
+
+def state_mismatch(
+    expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], *, partial: bool = False
+) -> list[str]:
+    """Problems loading `given` into a module whose state is `expected` (empty = compatible).
+
+    With `partial`, whole groups absent from `given` are allowed (e.g. new task heads).
+    """
+    missing = [k for k in expected if k not in given]
+    if partial:
+        present = set(groups_of(list(given)))
+        missing = [k for k in missing if group_of(k) in present]
+    unexpected = sorted(k for k in given if k not in expected)
+    shapes = [
+        f"{k} {tuple(given[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in given and given[k].shape != expected[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_named(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_named(unexpected)}")
+    if shapes:
+        problems.append(f"shape differences: {_named(shapes)}")
+    return problems
+
+
+def load_state(
+    module: nn.Module, tensors: dict[str, torch.Tensor], *, partial: bool = False
+) -> None:
+    """Copy `tensors` into `module`; ValueError naming the mismatch if architectures differ."""
+    expected = module.state_dict()
+    problems = state_mismatch(expected, tensors, partial=partial)
+    if problems:
+        raise ValueError("checkpoint does not fit this model: " + "; ".join(problems))
+    module.load_state_dict(tensors, strict=not partial)

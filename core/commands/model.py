@@ -1,0 +1,150 @@
+"""`orthofed pretrain|finetune|evaluate`: train and evaluate a site's model locally.
+
+Extra `key=value` arguments override the run config, e.g. `train.lr=1e-3` or
+`model.backbone.channels=[8,16]` (see configs/model/*.yaml and configs/train/*.yaml).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from core.commands.common import user_errors
+
+SITE_HELP = "The site folder (or its site.yaml)."
+OVERRIDES_HELP = "Config overrides as key=value (e.g. train.lr=1e-3, train.batch_size=2)."
+
+
+def _site_cases(site_path: Path, *, model_config):
+    """Open the site and load its preprocessed cases at the model's input grid."""
+    from core.data.cache import load_site_tensors
+    from core.data.manifest import load_site
+    from core.models.presets import preprocess_for
+
+    site = load_site(site_path)
+    preprocess = preprocess_for(model_config)
+    return site, load_site_tensors(site, preprocess=preprocess, progress=True), preprocess.key()
+
+
+@user_errors
+def pretrain(
+    site: Path = typer.Option(..., "--site", help=SITE_HELP),
+    out: Path = typer.Option(..., "--out", help="Run folder: checkpoint, state, log.jsonl."),
+    preset: str = typer.Option(
+        "tiny", "--preset", help="Model preset: tiny, paper or a .yaml path."
+    ),
+    steps: int | None = typer.Option(None, "--steps", help="Total optimizer steps per view."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run saved in --out."),
+    overrides: list[str] | None = typer.Argument(None, help=OVERRIDES_HELP),
+) -> None:
+    """Self-supervised diffusion pretraining of the three view backbones on one site."""
+    from core.config import PretrainRunConfig
+    from core.models.presets import load_run_config
+    from core.train.loops import run_pretraining
+
+    extra = list(overrides or []) + ([f"train.steps={steps}"] if steps is not None else [])
+    config = load_run_config(PretrainRunConfig, preset=preset, train="pretrain", overrides=extra)
+    opened, cases, key = _site_cases(site, model_config=config.model)
+    result = run_pretraining(
+        cases,
+        config=config,
+        run_dir=out,
+        preprocess_key=key,
+        resume=resume,
+        progress=True,
+        info={"joint": opened.joint.value, "site_id": opened.site_id},
+    )
+    losses = ", ".join(f"{v} {x:.4f}" for v, x in result.losses.items())
+    typer.echo(f"pretrained to step {result.step} ({losses}): {result.checkpoint}")
+
+
+@user_errors
+def finetune(
+    site: Path = typer.Option(..., "--site", help=SITE_HELP),
+    init: Path = typer.Option(..., "--init", help="Checkpoint (.safetensors) to start from."),
+    out: Path = typer.Option(..., "--out", help="Run folder for the fine-tuned checkpoint."),
+    mode: str = typer.Option(
+        "linear", "--mode", help="linear (frozen backbones), partial or full."
+    ),
+    label_fraction: float = typer.Option(
+        1.0, "--label-fraction", help="Fraction of labeled cases used."
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs."),
+    overrides: list[str] | None = typer.Argument(None, help=OVERRIDES_HELP),
+) -> None:
+    """Fine-tune the task heads (and optionally backbones) of the site's joint."""
+    from core.checkpoint import load_checkpoint
+    from core.config import to_dict
+    from core.models.loading import model_config_of
+    from core.train.loops import run_finetuning
+
+    source = load_checkpoint(init)
+    extra = [f"train.mode={mode}", f"train.label_fraction={label_fraction}"]
+    extra += [f"train.epochs={epochs}"] if epochs is not None else []
+    config = _finetune_config(
+        to_dict(model_config_of(source, source=init)), extra + list(overrides or [])
+    )
+    opened, cases, key = _site_cases(site, model_config=config.model)
+    result = run_finetuning(
+        cases,
+        init=init,
+        config=config,
+        joint=opened.joint.value,
+        run_dir=out,
+        preprocess_key=key,
+        progress=True,
+        info={"site_id": opened.site_id},
+    )
+    typer.echo(
+        f"fine-tuned ({mode}) on {result.num_examples} cases, final loss "
+        f"{result.epoch_losses[-1]:.4f}: {result.checkpoint}"
+    )
+
+
+def _finetune_config(model: dict, overrides: list[str]):
+    from omegaconf import OmegaConf
+
+    from core.config import FinetuneRunConfig, load_config
+    from core.models.presets import CONFIGS_DIR
+
+    train = OmegaConf.to_container(OmegaConf.load(CONFIGS_DIR / "train" / "finetune.yaml"))
+    return load_config(
+        FinetuneRunConfig, data={"model": model, "train": train}, overrides=overrides
+    )
+
+
+@user_errors
+def evaluate(
+    site: Path = typer.Option(..., "--site", help=SITE_HELP),
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", help="Fine-tuned checkpoint (.safetensors)."
+    ),
+    out: Path = typer.Option(..., "--out", help="Report folder: metrics.json is written there."),
+) -> None:
+    """Evaluate a checkpoint on the site's held-out split; writes OUT/metrics.json."""
+    from core.checkpoint import atomic_write_json
+    from core.data.manifest import load_site
+    from core.models.loading import model_from_checkpoint
+    from core.models.predict import evaluate as evaluate_model
+
+    joint = load_site(site).joint
+    model, _ = model_from_checkpoint(checkpoint, joint=joint, require_heads=True)
+    _, cases, _ = _site_cases(site, model_config=model.config)
+    report = evaluate_model(model, cases)
+    atomic_write_json(Path(out) / "metrics.json", report, sort_keys=False)
+    summary = f"macro AUC {_fmt(report['macro_auc'])}"
+    if "mean_dice" in report:
+        summary += f", mean Dice {_fmt(report['mean_dice'])}"
+    target = Path(out) / "metrics.json"
+    typer.echo(f"{report['joint']}: {report['n_cases']} held-out cases, {summary}: {target}")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pretrain")(pretrain)
+    app.command("finetune")(finetune)
+    app.command("evaluate")(evaluate)

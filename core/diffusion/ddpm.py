@@ -1,0 +1,61 @@
+"""DDPM noise schedule and the self-supervised denoising loss (wraps MONAI's DDPMScheduler).
+
+The scheduler is not a set of weights (diffusers convention): it is rebuilt from the config
+and never stored in checkpoints.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from monai.networks.schedulers import DDPMScheduler, NoiseSchedules
+from torch import nn
+
+from core.config import DiffusionConfig
+
+
+def build_scheduler(config: DiffusionConfig) -> DDPMScheduler:
+    """MONAI DDPM scheduler for training-time noising (T steps, named beta schedule)."""
+    if config.schedule not in NoiseSchedules:
+        names = ", ".join(sorted(NoiseSchedules.names))
+        raise ValueError(
+            f"model.diffusion.schedule {config.schedule!r} unknown: use one of {names}"
+        )
+    if config.prediction_type != "epsilon":
+        raise ValueError("model.diffusion.prediction_type: only 'epsilon' is implemented")
+    if config.num_train_timesteps < 2:
+        raise ValueError("model.diffusion.num_train_timesteps must be >= 2")
+    return DDPMScheduler(
+        num_train_timesteps=config.num_train_timesteps,
+        schedule=config.schedule,
+        prediction_type=config.prediction_type,
+    )
+
+
+def noised(
+    scheduler: DDPMScheduler, clean: torch.Tensor, *, timesteps: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, computed in float32."""
+    return scheduler.add_noise(clean.float(), noise.float(), timesteps)
+
+
+def denoising_loss(
+    unet: nn.Module,
+    scheduler: DDPMScheduler,
+    clean: torch.Tensor,
+    *,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Epsilon-prediction MSE at uniformly drawn timesteps (plain DDPM objective).
+
+    Timesteps and noise come from `generator`, so a run is reproducible from its seed and
+    resumable from the generator's saved state.
+    """
+    clean = clean.float()
+    batch = clean.shape[0]
+    timesteps = torch.randint(
+        0, scheduler.num_train_timesteps, (batch,), generator=generator, device=clean.device
+    )
+    noise = torch.randn(clean.shape, generator=generator, device=clean.device)
+    prediction = unet(noised(scheduler, clean, timesteps=timesteps, noise=noise), timesteps)
+    return F.mse_loss(prediction.float(), noise)

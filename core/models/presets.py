@@ -1,0 +1,80 @@
+"""Model presets and run configs: `configs/model/<preset>.yaml` + `configs/train/<kind>.yaml`.
+
+A preset is a name (`tiny`, `paper`) or a path to a YAML file. Overrides are dotted
+`key=value` strings on the run config, e.g. `model.backbone.channels=[8,16]` or `train.lr=1e-3`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+
+from core.config import ModelConfig, PreprocessConfig, load_config
+from core.models.backbone import parse_block, validate_backbone, validate_input_shape
+
+T = TypeVar("T")
+CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def preset_path(preset: str) -> Path:
+    """The YAML file of a preset name or path; ValueError listing the known presets."""
+    candidate = Path(preset)
+    if candidate.suffix in (".yaml", ".yml"):
+        if not candidate.is_file():
+            raise ValueError(f"{candidate}: model preset file not found")
+        return candidate
+    path = CONFIGS_DIR / "model" / f"{preset}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in (CONFIGS_DIR / "model").glob("*.yaml")))
+        raise ValueError(f"unknown model preset {preset!r}: use one of {known} or a .yaml path")
+    return path
+
+
+def _yaml(path: Path) -> dict[str, Any]:
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}  # type: ignore[return-value]
+    except Exception as err:  # yaml syntax errors and the like
+        raise ValueError(f"{path}: cannot read configuration: {err}") from None
+
+
+def load_model_config(preset: str = "tiny", *, overrides: list[str] | None = None) -> ModelConfig:
+    """A validated ModelConfig from a preset (+ dotted overrides relative to the model)."""
+    config = load_config(ModelConfig, path=preset_path(preset), overrides=overrides)
+    validate_model_config(config)
+    return config
+
+
+def load_run_config(
+    schema: type[T], *, preset: str, train: str, overrides: list[str] | None = None
+) -> T:
+    """A run config (`model` + `train`) from a preset, a train YAML name and overrides."""
+    train_path = CONFIGS_DIR / "train" / f"{train}.yaml"
+    data = {"model": _yaml(preset_path(preset)), "train": _yaml(train_path)}
+    config = load_config(schema, data=data, overrides=overrides)
+    validate_model_config(config.model)  # type: ignore[attr-defined]
+    return config
+
+
+def validate_model_config(config: ModelConfig) -> None:
+    """Raise ValueError naming the key when a preset cannot build a working model."""
+    validate_backbone(config.backbone)
+    validate_input_shape(config)
+    if not config.features.taps:
+        raise ValueError("model.features.taps is empty: give at least one {timestep, block}")
+    levels = len(config.backbone.channels)
+    for where, tap in [("features.taps", t) for t in config.features.taps] + [
+        ("heads.seg_tap", config.heads.seg_tap)
+    ]:
+        parse_block(tap.block, levels=levels)
+        if not 0 <= tap.timestep < config.diffusion.num_train_timesteps:
+            raise ValueError(
+                f"model.{where}: timestep {tap.timestep} outside "
+                f"[0, {config.diffusion.num_train_timesteps})"
+            )
+
+
+def preprocess_for(config: ModelConfig) -> PreprocessConfig:
+    """The preprocessing whose output matches the model's input grid."""
+    return PreprocessConfig(slices=config.input_slices, size=config.input_size)

@@ -1,0 +1,161 @@
+"""Task fine-tuning of a joint's heads (and optionally its backbones) on labeled cases.
+
+Modes: `linear` (backbones frozen; features computed once and cached in memory), `partial`
+(encoder + middle block train at `backbone_lr_scale` x the head lr; decoder frozen) and
+`full` (whole backbones at that scaled lr). Training cases are the non-held-out cases with
+labels (or, for the knee, a mask); `label_fraction` keeps a stratified subset of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from core.config import FinetuneConfig
+from core.models.backbone import decoder_parameters, encoder_parameters
+from core.models.encode import EncodedCases, encode_cases, encode_in_chunks
+from core.models.heads import segmentation_loss
+from core.models.registry import SEG_VIEW, OrthoModel
+from core.train.progress import training_progress
+from core.train.subsets import stratified_subset
+
+MODES = ("linear", "partial", "full")
+
+
+@dataclass
+class FinetuneResult:
+    case_ids: list[str]
+    epoch_losses: list[float] = field(default_factory=list)
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.case_ids)
+
+
+def annotated(case, model: OrthoModel) -> bool:
+    has_mask = model.seg_head is not None and case.mask is not None and SEG_VIEW in case.views
+    return case.labels is not None or has_mask
+
+
+def select_training_cases(cases: Sequence, *, model: OrthoModel, config: FinetuneConfig) -> list:
+    """Non-held-out annotated cases, reduced to the stratified label fraction."""
+    candidates = [c for c in cases if not c.heldout and annotated(c, model)]
+    if not candidates:
+        raise ValueError(
+            "no labeled training cases: fine-tuning needs non-held-out cases with labels.csv "
+            "rows (or knee masks)"
+        )
+    keep = set(
+        stratified_subset(
+            [(c.case_id, c.labels) for c in candidates],
+            fraction=config.label_fraction,
+            seed=config.seed,
+        )
+    )
+    return [c for c in candidates if c.case_id in keep]
+
+
+def set_trainable(model: OrthoModel, *, mode: str) -> list[torch.nn.Parameter]:
+    """Freeze per mode; returns the backbone parameters that train (empty for `linear`)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown fine-tuning mode {mode!r}: use one of {', '.join(MODES)}")
+    training: list[torch.nn.Parameter] = []
+    for unet in model.backbone.values():
+        for p in unet.parameters():
+            p.requires_grad_(mode == "full")
+        if mode == "partial":
+            for p in encoder_parameters(unet):
+                p.requires_grad_(True)
+            for p in decoder_parameters(unet):
+                p.requires_grad_(False)
+        training += [p for p in unet.parameters() if p.requires_grad]
+    for p in model.head.parameters():
+        p.requires_grad_(True)
+    return training
+
+
+def build_optimizer(
+    model: OrthoModel, *, backbone_params: list, config: FinetuneConfig
+) -> torch.optim.Optimizer:
+    groups = [{"params": list(model.head.parameters()), "lr": config.lr}]
+    if backbone_params:
+        groups.append({"params": backbone_params, "lr": config.lr * config.backbone_lr_scale})
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def task_loss(model: OrthoModel, batch: EncodedCases) -> torch.Tensor | None:
+    """BCE over labeled rows + weighted 0.2 CE + Dice over rows with masks; None if neither."""
+    terms = []
+    if bool(batch.has_labels.any()):
+        logits = model.classify(batch.features, batch.present)[batch.has_labels]
+        terms.append(
+            F.binary_cross_entropy_with_logits(logits.float(), batch.labels[batch.has_labels])
+        )
+    if batch.masks is not None and batch.seg_features is not None and bool(batch.has_mask.any()):
+        heads = model.config.heads
+        loss = segmentation_loss(ce_weight=heads.seg_ce_weight, dice_weight=heads.seg_dice_weight)
+        logits = model.segment(batch.seg_features[batch.has_mask])
+        terms.append(heads.seg_loss_weight * loss(logits.float(), batch.masks[batch.has_mask]))
+    return sum(terms) if terms else None
+
+
+def _epoch(
+    model: OrthoModel,
+    *,
+    cases: list,
+    cached: EncodedCases | None,
+    optimizer: torch.optim.Optimizer,
+    config: FinetuneConfig,
+    generator: torch.Generator,
+) -> float:
+    order = torch.randperm(len(cases), generator=generator)
+    total, batches = 0.0, 0
+    for start in range(0, len(cases), config.batch_size):
+        rows = order[start : start + config.batch_size]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            batch = cached.select(rows) if cached else encode_cases(model, [cases[i] for i in rows])
+            loss = task_loss(model, batch)
+        if loss is None:
+            continue
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total, batches = total + float(loss.detach()), batches + 1
+    return total / max(batches, 1)
+
+
+def finetune(
+    model: OrthoModel, cases: Sequence, *, config: FinetuneConfig, progress: bool = False
+) -> FinetuneResult:
+    """Train `model` in place on the selected training cases for `config.epochs` epochs."""
+    if config.epochs < 1 or config.batch_size < 1:
+        raise ValueError("train.epochs and train.batch_size must be >= 1")
+    chosen = select_training_cases(cases, model=model, config=config)
+    backbone_params = set_trainable(model, mode=config.mode)
+    optimizer = build_optimizer(model, backbone_params=backbone_params, config=config)
+    cached = None
+    if config.mode == "linear":
+        with torch.no_grad():
+            cached = encode_in_chunks(model, chosen, batch_size=config.batch_size)
+    generator = torch.Generator().manual_seed(config.seed)
+    result = FinetuneResult(case_ids=[c.case_id for c in chosen])
+    with training_progress(
+        title=f"finetune ({config.mode})", total=config.epochs, enabled=progress
+    ) as bar:
+        for _ in range(config.epochs):
+            loss = _epoch(
+                model,
+                cases=chosen,
+                cached=cached,
+                optimizer=optimizer,
+                config=config,
+                generator=generator,
+            )
+            result.epoch_losses.append(loss)
+            bar.advance(status=f"loss {loss:.4f}")
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return result

@@ -1,0 +1,191 @@
+"""Run-directory training loops: pretraining (logs, checkpoints, resume) and fine-tuning.
+
+A pretraining run directory holds `checkpoint.safetensors` + `checkpoint.json` (EMA backbone
+weights), `state.json` + `state-<step>.safetensors` (everything needed to resume) and
+`log.jsonl` (one record per logged step and view).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.checkpoint import save_checkpoint
+from core.config import FinetuneRunConfig, PretrainRunConfig, to_dict
+from core.models.loading import model_from_checkpoint
+from core.train.finetune import finetune
+from core.train.pretrain import Pretrainer, training_volumes
+from core.train.progress import training_progress
+from core.train.state import load_state_files, save_state
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+LOG_NAME = "log.jsonl"
+
+
+@dataclass
+class PretrainResult:
+    step: int
+    losses: dict[str, float]
+    checkpoint: Path
+    num_examples: dict[str, int]
+
+
+def _trim_log(path: Path, *, step: int) -> None:
+    """Drop log records after `step` (written after the state we resume from)."""
+    if not path.is_file():
+        return
+    kept = [
+        line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step
+    ]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def _append_log(path: Path, records: list[dict]) -> None:
+    with path.open("a") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+
+
+def _save_all(trainer: Pretrainer, *, run_dir: Path, preprocess_key: str, info: dict) -> Path:
+    tensors, meta = trainer.state()
+    meta["model_config"] = to_dict(trainer.config.model)
+    save_state(run_dir, step=trainer.step, tensors=tensors, meta=meta)
+    num_examples = {f"backbone.{v.value}": len(a) for v, a in trainer.volumes.items() if a}
+    save_checkpoint(
+        run_dir / CHECKPOINT_NAME,
+        tensors=trainer.backbone_weights(ema=True),
+        config=to_dict(trainer.config),
+        preset=trainer.config.model.name,
+        preprocess_key=preprocess_key,
+        extra={
+            "kind": "pretrain",
+            "step": trainer.step,
+            "trained_groups": list(num_examples),
+            "num_examples": num_examples,
+            **info,
+        },
+    )
+    return run_dir / CHECKPOINT_NAME
+
+
+def _start(trainer: Pretrainer, *, run_dir: Path, resume: bool) -> None:
+    saved = load_state_files(run_dir)
+    if saved is None:
+        return
+    if not resume:
+        raise ValueError(
+            f"{run_dir} already holds a training state: pass --resume to continue it, "
+            "or choose a new --out folder"
+        )
+    meta, tensors = saved
+    if meta.get("model_config") != to_dict(trainer.config.model):
+        raise ValueError(
+            f"{run_dir}: the saved run used a different model configuration; resume it with "
+            "the same --preset and model overrides, or choose a new --out folder"
+        )
+    trainer.restore(step=meta["step"], tensors=tensors, meta=meta)
+    _trim_log(run_dir / LOG_NAME, step=trainer.step)
+
+
+def run_pretraining(
+    cases: Sequence,
+    *,
+    config: PretrainRunConfig,
+    run_dir: str | Path,
+    preprocess_key: str,
+    resume: bool = False,
+    progress: bool = False,
+    info: dict | None = None,
+) -> PretrainResult:
+    """Pretrain every view backbone up to `config.train.steps` steps (continuing a saved run).
+
+    Uses every non-held-out case, labeled or not; held-out cases are never trained on.
+    `info` (e.g. site id, joint) is added to the checkpoint manifest.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Pretrainer(config=config, volumes=training_volumes(cases, config=config.model))
+    _start(trainer, run_dir=run_dir, resume=resume)
+    train, log_path, losses = config.train, run_dir / LOG_NAME, {}
+    checkpoint = run_dir / CHECKPOINT_NAME
+    with training_progress(
+        title="pretrain", total=train.steps, done=trainer.step, enabled=progress
+    ) as bar:
+        while trainer.step < train.steps:
+            started = time.perf_counter()
+            losses = {v.value: loss for v, loss in trainer.train_step().items()}
+            seconds = time.perf_counter() - started
+            if trainer.step % train.log_every == 0 or trainer.step == train.steps:
+                _append_log(
+                    log_path,
+                    [
+                        {"step": trainer.step, "view": v, "loss": loss, "seconds": seconds}
+                        for v, loss in losses.items()
+                    ],
+                )
+            if trainer.step % train.checkpoint_every == 0 and trainer.step < train.steps:
+                _save_all(trainer, run_dir=run_dir, preprocess_key=preprocess_key, info=info or {})
+            bar.advance(status=" ".join(f"{v[:3]} {x:.4f}" for v, x in losses.items()))
+    checkpoint = _save_all(trainer, run_dir=run_dir, preprocess_key=preprocess_key, info=info or {})
+    return PretrainResult(
+        step=trainer.step,
+        losses=losses,
+        checkpoint=checkpoint,
+        num_examples={v.value: len(a) for v, a in trainer.volumes.items() if a},
+    )
+
+
+@dataclass
+class FinetuneRunResult:
+    checkpoint: Path
+    epoch_losses: list[float]
+    num_examples: int
+
+
+def run_finetuning(
+    cases: Sequence,
+    *,
+    init: str | Path,
+    config: FinetuneRunConfig,
+    joint: str,
+    run_dir: str | Path,
+    preprocess_key: str,
+    progress: bool = False,
+    info: dict | None = None,
+) -> FinetuneRunResult:
+    """Fine-tune the model in checkpoint `init` for `joint`; write `run_dir/checkpoint.*`.
+
+    The architecture comes from `init`'s manifest (`config.model` is replaced by it).
+    """
+    model, source = model_from_checkpoint(init, joint=joint)
+    config.model = model.config
+    result = finetune(model, cases, config=config.train, progress=progress)
+    trained = [f"head.{model.joint.value}.cls"]
+    if model.seg_head is not None:
+        trained.append(f"head.{model.joint.value}.seg")
+    if config.train.mode != "linear":
+        trained = [f"backbone.{v}" for v in model.backbone] + trained
+    path = Path(run_dir) / CHECKPOINT_NAME
+    save_checkpoint(
+        path,
+        tensors=model.state_dict(),
+        config=to_dict(config),
+        preset=model.config.name,
+        preprocess_key=preprocess_key,
+        extra={
+            "kind": "finetune",
+            "joint": model.joint.value,
+            "init": str(init),
+            "init_created": source.manifest.get("created"),
+            "trained_groups": trained,
+            "num_examples": {g: result.num_examples for g in trained},
+            "epoch_losses": result.epoch_losses,
+            **(info or {}),
+        },
+    )
+    return FinetuneRunResult(
+        checkpoint=path, epoch_losses=result.epoch_losses, num_examples=result.num_examples
+    )
