@@ -125,22 +125,32 @@ def problem_lines(report: dict) -> Iterator[str]:
 
 
 def format_check_table(report: dict) -> Table:
-    """Human summary of a check report: one row per case."""
+    """Human summary of a check report: one row per case, one line per view in each cell.
+
+    Shape and spacing are compact (`24x256x256`, `3.3x0.62x0.62` mm: slice, row, column) and
+    never wrap, so each view stays on one line.
+    """
+
+    def compact(values, fmt) -> str:
+        return "x".join(fmt(v) for v in values)
+
+    def mm(v: float) -> str:
+        return f"{v:.2f}".rstrip("0").rstrip(".")
+
     status = "[green]ok[/green]" if report["ok"] else "[red]problems found[/red]"
     table = Table(
         title=f"{report['joint']} site check: {status}",
         caption=f"{len(report['problems'])} site-level problem(s)",
     )
     for column in ("case", "views", "shape", "spacing", "labels", "problems"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("views", "shape", "spacing"))
     for case in report["cases"]:
         present = [v.value for v in VIEWS if v.value in case["views"]]
         table.add_row(
             case["case_id"],
             "\n".join(present) or "-",
-            "\n".join("x".join(map(str, case["views"][v]["shape"])) for v in present) or "-",
-            "\n".join(" ".join(f"{s:g}" for s in case["views"][v]["spacing"]) for v in present)
-            or "-",
+            "\n".join(compact(case["views"][v]["shape"], str) for v in present) or "-",
+            "\n".join(compact(case["views"][v]["spacing"], mm) for v in present) or "-",
             _labels_cell(case["labels"]),
             "[green]ok[/green]" if case["ok"] else f"[red]{len(case['problems'])}[/red]",
         )

@@ -117,16 +117,25 @@ def _contrast(prof: SiteProfile, rng: np.random.Generator) -> tuple[np.ndarray, 
 
 
 def _texture(rng: np.random.Generator, shape: tuple[int, int, int]) -> np.ndarray:
-    t = gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma=(0.6, 2.5, 2.5))
-    return t / (t.std() + 1e-6)
+    t = gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma=(0.6, 2.5, 2.5),
+                        truncate=3.0)
+    t *= 1.0 / (t.std() + 1e-6)
+    return t
 
 
 def _acquire(tissue: np.ndarray, *, table, amp, texture, bias) -> np.ndarray:
     """Average the sub-slice samples (partial volume), add texture, bias and in-plane blur."""
-    signal = table[tissue].mean(axis=0)
-    a = amp[tissue].mean(axis=0)
-    image = signal * (1.0 + a * texture) * bias
-    return gaussian_filter(np.clip(image, 0, None), sigma=(0, 0.6, 0.6))
+    signal, a = table[tissue[0]], amp[tissue[0]]
+    for sub in tissue[1:]:
+        signal += table[sub]
+        a += amp[sub]
+    a *= texture
+    a *= 1.0 / len(tissue)
+    a += 1.0
+    a *= signal
+    a *= bias / len(tissue)
+    np.maximum(a, 0.0, out=a)
+    return gaussian_filter(a, sigma=(0, 0.6, 0.6))
 
 
 def _bias_params(rng: np.random.Generator, *, strength: float, centre: np.ndarray) -> dict:
@@ -136,18 +145,32 @@ def _bias_params(rng: np.random.Generator, *, strength: float, centre: np.ndarra
 
 
 def _bias(p: dict, geom: ViewGeometry) -> np.ndarray:
-    """Smooth multiplicative coil sensitivity, 1 at `centre`, falling off over ~10 cm."""
-    k, r, c = (np.arange(n, dtype=np.float32) for n in geom.shape)
-    step = geom.index_to_patient()[:3] / 100.0
+    """Smooth multiplicative coil sensitivity, 1 at `centre`, falling off over ~10 cm.
+
+    The field is quadratic in the slice index, so it is built from in-plane terms per power.
+    """
+    nk, nr, nc = geom.shape
+    step = geom.index_to_patient()[:3, :3] / 100.0  # per column, row, slice (dm)
     o = (geom.origin - p["centre"]) / 100.0
-    d = [o[i] + k[:, None, None] * step[i, 2] + r[:, None] * step[i, 1] + c * step[i, 0]
-         for i in range(3)]
-    lin = sum(p["grad"][i] * d[i] for i in range(3))
-    field = 1.0 + p["strength"] * (lin - p["curv"] * (d[0] ** 2 + d[1] ** 2 + d[2] ** 2))
-    return np.clip(field, 0.5, 1.5).astype(np.float32)
+    r, c = np.arange(nr)[:, None], np.arange(nc)[None, :]
+    plane = [o[i] + r * step[i, 1] + c * step[i, 0] for i in range(3)]  # (rows, cols) each
+    a, g, curv = step[:, 2], p["grad"], p["curv"]
+    f0 = sum(g[i] * plane[i] - curv * plane[i] ** 2 for i in range(3))
+    f1 = sum(g[i] * a[i] - 2.0 * curv * a[i] * plane[i] for i in range(3))
+    k = np.arange(nk, dtype=np.float32)[:, None, None]
+    field = f1.astype(np.float32) * k
+    field += f0.astype(np.float32)
+    field += (-curv * float(a @ a)) * k ** 2
+    field *= p["strength"]
+    field += 1.0
+    return np.clip(field, 0.5, 1.5, out=field)
 
 
 def _rician(image: np.ndarray, *, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Magnitude of the image plus complex Gaussian noise."""
-    n = rng.standard_normal((2, *image.shape), dtype=np.float32) * sigma
-    return np.sqrt((image + n[0]) ** 2 + n[1] ** 2)
+    n = rng.standard_normal((2, *image.shape), dtype=np.float32)
+    n *= sigma
+    n[0] += image
+    np.square(n, out=n)
+    n[0] += n[1]
+    return np.sqrt(n[0], out=n[0])

@@ -12,6 +12,7 @@ import numpy as np
 
 from core.data.phantom.geometry import ViewGeometry
 from core.data.phantom.profiles import Tissue
+from core.data.phantom.raster import Coverage, Member
 from core.data.phantom.shapes import Shape
 from core.views import View
 
@@ -59,10 +60,6 @@ class Scene:
     lesion_params: dict[str, dict] = field(default_factory=dict)
 
 
-TILE = 4  # in-plane tile size (pixels) of the coarse pass
-_SAFETY = 1.4  # our distances are approximate: widen the "surely inside/outside" margin
-
-
 def rasterise(
     parts: list[Part], geom: ViewGeometry, *, n_sub: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -74,85 +71,27 @@ def rasterise(
     """
     if n_sub % 2 != 1:
         raise ValueError(f"supersample must be odd, got {n_sub}")
-    tissue = np.zeros((n_sub, *geom.shape), np.uint8)
-    labels = np.zeros((n_sub, *geom.shape), np.uint8)
-    blocks = [geom.block(*p.bounds()) for p in parts]
-    masks = _shared_masks(parts, blocks, geom, n_sub)
-    for i, (part, block) in enumerate(zip(parts, blocks, strict=True)):
+    coverage = Coverage(geom=geom, n_sub=n_sub, n_owners=len(parts))
+    for shape, members, block in _shape_groups(parts, geom):
+        coverage.paint(shape.sdf, members, block=block)
+    owners = coverage.owners()
+    tissue = np.array([0, *(int(p.tissue) for p in parts)], np.uint8)
+    labels = np.array([0, *(p.label for p in parts)], np.uint8)
+    return tissue[owners], labels[owners[n_sub // 2]]
+
+
+def _shape_groups(parts: list[Part], geom: ViewGeometry):
+    """(shape, members, block) per distinct shape, block covering every member's bounds."""
+    groups: dict[int, tuple[Shape, list[Member], list]] = {}
+    for i, part in enumerate(parts):
+        block = geom.block(*part.bounds())
         if block is None:
             continue
-        inside = masks[i]
-        if part.clip is not None and inside.any():
-            inside = inside & inside_mask(part.clip.sdf, [0.0], block=block, geom=geom,
-                                          n_sub=n_sub)[0]
-        sub = (slice(None), *block)
-        tissue[sub][inside] = int(part.tissue)
-        labels[sub][inside] = part.label
-    return tissue, labels[n_sub // 2]
-
-
-def _shared_masks(parts, blocks, geom, n_sub) -> dict[int, np.ndarray]:
-    """Inside masks per part index, one evaluation per distinct shape on its widest block."""
-    groups: dict[int, list[int]] = {}
-    for i, (p, b) in enumerate(zip(parts, blocks, strict=True)):
-        if b is not None:
-            groups.setdefault(id(p.shape), []).append(i)
-    masks = {}
-    for idx in groups.values():
-        sl = [blocks[i] for i in idx]
-        big = tuple(slice(min(b[a].start for b in sl), max(b[a].stop for b in sl))
+        clip = part.clip.sdf if part.clip is not None else None
+        entry = groups.setdefault(id(part.shape), (part.shape, [], []))
+        entry[1].append((i + 1, -part.inset, clip))
+        entry[2].append(block)
+    for shape, members, blocks in groups.values():
+        big = tuple(slice(min(b[a].start for b in blocks), max(b[a].stop for b in blocks))
                     for a in range(3))
-        levels = [-parts[i].inset for i in idx]
-        found = inside_mask(parts[idx[0]].shape.sdf, levels, block=big, geom=geom, n_sub=n_sub)
-        for i, m in zip(idx, found, strict=True):
-            b = blocks[i]
-            crop = tuple(slice(b[a].start - big[a].start, b[a].stop - big[a].start)
-                         for a in range(3))
-            masks[i] = m[(slice(None), *crop)]
-    return masks
-
-
-def inside_mask(sdf, levels: list[float], *, block, geom: ViewGeometry,
-                n_sub: int) -> list[np.ndarray]:
-    """Where `sdf <= level`, per level, at the sub-slice samples of `block` (n_sub, k, r, c).
-
-    Coarse-to-fine: the distance at each tile centre decides whole tiles that are surely
-    inside or outside; only tiles near a surface are evaluated at every sample.
-    """
-    ks, rs, cs = block
-    nk, nr, nc = ks.stop - ks.start, rs.stop - rs.start, cs.stop - cs.start
-    ti, tj = -(-nr // TILE), -(-nc // TILE)
-    k = np.arange(ks.start, ks.stop, dtype=np.float32)
-    along = (k[None, :] * geom.slice_spacing + geom.sub_offsets(n_sub)[:, None]).reshape(-1)
-    half = (TILE - 1) / 2
-    rows = (rs.start + half + TILE * np.arange(ti, dtype=np.float32))
-    cols = (cs.start + half + TILE * np.arange(tj, dtype=np.float32))
-    d = sdf(_points(geom, along[:, None, None], rows[None, :, None], cols[None, None, :]))
-    margin = _SAFETY * (TILE / 2) * max(geom.pixel_spacing) * np.sqrt(2) + 0.3
-    lv = np.asarray(levels, np.float32)[:, None, None, None]
-    near = np.any(np.abs(d[None] - lv) <= margin, axis=0)
-    pp, ii, jj = np.nonzero(near)
-    fine = None
-    offs = np.arange(TILE)
-    if len(pp):
-        r_idx = (rs.start + TILE * ii[:, None] + offs[None]).astype(np.float32)
-        c_idx = (cs.start + TILE * jj[:, None] + offs[None]).astype(np.float32)
-        fine = sdf(_points(geom, along[pp][:, None, None], r_idx[:, :, None], c_idx[:, None, :]))
-    rr, cc = TILE * ii[:, None] + offs[None], TILE * jj[:, None] + offs[None]
-    valid = (rr[:, :, None] < nr) & (cc[:, None, :] < nc)
-    b, x, y = np.nonzero(valid)
-    out = []
-    for level in levels:
-        coarse = np.repeat(np.repeat(d <= level, TILE, axis=1), TILE, axis=2)[:, :nr, :nc]
-        if fine is not None:
-            coarse[pp[b], rr[b, x], cc[b, y]] = fine[b, x, y] <= level
-        out.append(coarse.reshape(n_sub, nk, nr, nc))
-    return out
-
-
-def _points(geom: ViewGeometry, along, r, c) -> np.ndarray:
-    """Points (..., 3) at offsets `along` the normal (mm) and fractional row/column indices."""
-    n, rd, cd = (np.asarray(v, np.float32) for v in (geom.normal, geom.row_dir, geom.col_dir))
-    out = np.asarray(geom.origin, np.float32) + np.asarray(along, np.float32)[..., None] * n
-    out = out + (np.asarray(r, np.float32)[..., None] * geom.pixel_spacing[0]) * cd
-    return out + (np.asarray(c, np.float32)[..., None] * geom.pixel_spacing[1]) * rd
+        yield shape, members, big

@@ -37,15 +37,17 @@ def case_id(index: int) -> str:
 
 
 def generate_site(
-    *, out_dir: Path, joint: Joint | str, n_cases: int, seed: int, profile: str | None = None,
-    progress: bool = False, force: bool = False,
+    *, out_dir: Path, joint: Joint | str, n_cases: int, seed: int,
+    profile: SiteProfile | str | None = None, progress: bool = False, force: bool = False,
 ) -> dict:
     """Write a phantom site and return a summary (cases, seconds, prevalence per label).
 
-    Refuses a non-empty `out_dir` unless it is a previous phantom site and `force` is set.
+    `profile` is a preset name (None: the joint's default) or a SiteProfile (tests use small
+    variants). Refuses a non-empty `out_dir` unless it is a previous phantom site and `force`
+    is set.
     """
     j = parse_joint(joint)
-    prof = get_profile(profile, joint=j)
+    prof = profile if isinstance(profile, SiteProfile) else get_profile(profile, joint=j)
     if n_cases < 1:
         raise ValueError(f"--cases must be at least 1, got {n_cases}")
     out = Path(out_dir)
