@@ -68,7 +68,6 @@ def handle_train(msg: Message, facts: SiteFacts) -> Message:
         seed=int(config[records.SEED]),
         model_json=json.loads(str(params["model"])),
         train_json=json.loads(str(params["train"])),
-        proximal_mu=float(params.get("proximal_mu", 0.0)),
         global_arrays=records.record_to_arrays(msg.content[records.ARRAYS]),
         client_dp_json=str(params.get("client_dp", "")),
     )

@@ -146,7 +146,6 @@ class Federation:
         params = {
             "model": json.dumps(to_dict(self.model_config)),
             "train": json.dumps(train),
-            "proximal_mu": float(getattr(plan, "proximal_mu", 0.0) or 0.0),
             "client_dp": json.dumps(to_dict(self.experiment.client_dp)),
         }
         arrays = self._arrays_for(phase)

@@ -40,8 +40,6 @@ class PretrainPhase(PhasePlan):
 class FinetunePhase(PhasePlan):
     # `train.epochs` = local epochs per round.
     train: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(epochs=2))
-    # FedProx proximal coefficient mu (0 = plain FedAvg local training).
-    proximal_mu: float = 0.0
 
 
 @dataclass

@@ -218,7 +218,7 @@ def finetune_round(
 
 def train_round(
     *, site_dir: Path, state_dir: Path, site_id: str, phase: str, index: int, seed: int,
-    model_json: dict, train_json: dict, proximal_mu: float, global_arrays: dict[str, np.ndarray],
+    model_json: dict, train_json: dict, global_arrays: dict[str, np.ndarray],
     client_dp_json: str = "",
 ) -> LocalResult:
     """Dispatch one training round of `phase` at this site (`client_dp_json`: the
