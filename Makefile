@@ -25,8 +25,10 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# Benchmarks print ratios measured in one run (the paper step alone takes minutes on 2 cores).
 bench: setup
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/dp_step.py
 
 lint: setup
 	$(BIN)/ruff check core fl_client fl_server tests bench
