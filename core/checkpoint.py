@@ -9,8 +9,6 @@ unpickles anything.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -23,6 +21,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
+from core.atomic import write_bytes_atomic
 from core.federation.groups import group_of
 
 FORMAT = "orthofed-checkpoint/1"
@@ -48,22 +47,7 @@ def groups_of(keys: list[str] | dict[str, Any]) -> list[str]:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temp file in the same folder, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_bytes_atomic(Path(path), data)
 
 
 def atomic_write_json(path: Path, payload: dict[str, Any], *, sort_keys: bool = True) -> None:
