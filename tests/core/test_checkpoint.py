@@ -6,19 +6,9 @@ import torch
 from core.checkpoint import load_checkpoint, load_state, save_checkpoint
 from core.config import ModelConfig, load_config, to_dict
 from core.models.registry import build_model
+from tests.core.tiny_model import TINY_MODEL
 
-SMALL = {
-    "name": "test",
-    "input_slices": 8,
-    "input_size": 32,
-    "backbone": {
-        "channels": [8, 16],
-        "attention_levels": [False, True],
-        "norm_num_groups": 8,
-        "num_head_channels": 8,
-    },
-    "heads": {"view_dim": 16, "seg_channels": 8},
-}
+SMALL = TINY_MODEL
 
 
 def _model(seed=0, **backbone):

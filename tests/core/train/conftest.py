@@ -1,4 +1,4 @@
-"""Tiny model configs and random cases for model tests (8x32x32 inputs, channels 8/16)."""
+"""Fixtures for training tests: the shared tiny model and random cases (tiny_model.py)."""
 
 from __future__ import annotations
 
@@ -6,41 +6,15 @@ import numpy as np
 import pytest
 
 from core.config import ModelConfig, load_config
-from core.data.cache import CaseTensors
-from core.views import LABELS, VIEWS, Joint
+from core.views import VIEWS, Joint
+from tests.core.tiny_model import TINY_MODEL, random_case
 
-TINY_MODEL = {
-    "name": "test",
-    "input_slices": 8,
-    "input_size": 32,
-    "backbone": {
-        "channels": [8, 16],
-        "attention_levels": [False, True],
-        "norm_num_groups": 8,
-        "num_head_channels": 8,
-    },
-    "heads": {"view_dim": 16, "seg_channels": 8},
-}
+__all__ = ["TINY_MODEL", "random_case"]
 
 
 @pytest.fixture
 def tiny_config() -> ModelConfig:
     return load_config(ModelConfig, data=TINY_MODEL)
-
-
-def random_case(
-    case_id: str, *, joint: Joint, rng: np.random.Generator, missing=(), heldout=False
-) -> CaseTensors:
-    views = {
-        v: rng.uniform(-1, 1, (1, 8, 32, 32)).astype(np.float16) for v in VIEWS if v not in missing
-    }
-    return CaseTensors(
-        case_id=case_id,
-        views=views,
-        labels=(rng.random(len(LABELS[joint])) < 0.5).astype(np.float32),
-        mask=rng.integers(0, 12, (8, 32, 32)).astype(np.uint8) if joint == Joint.KNEE else None,
-        heldout=heldout,
-    )
 
 
 @pytest.fixture
