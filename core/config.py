@@ -174,6 +174,9 @@ class PretrainConfig:
     bf16: bool = False
     log_every: int = 10
     checkpoint_every: int = 500
+    # FedProx proximal term toward the round's global weights (0 = plain FedAvg). Used in
+    # federated rounds only; a local `orthofed pretrain` run has no global model to pull to.
+    proximal_mu: float = 0.0
 
 
 @dataclass
@@ -190,6 +193,9 @@ class FinetuneConfig:
     seed: int = 0
     bf16: bool = False
     weight_decay: float = 0.0
+    # FedProx proximal term toward the weights fine-tuning starts from (in a federation: the
+    # round's global model; locally: the --init checkpoint). 0 = plain FedAvg.
+    proximal_mu: float = 0.0
 
 
 @dataclass

@@ -124,12 +124,17 @@ def _register(client: ClientApp, facts_of) -> ClientApp:
 app = _register(ClientApp(), lambda context: facts_from_node_config(dict(context.node_config)))
 
 
-def make_simulation_client_app(*, site_dirs: list[str], state_root: str) -> ClientApp:
-    """A ClientApp for the embedded simulation: SuperNode i serves `site_dirs[i]`."""
+def make_simulation_client_app(
+    *, site_dirs: list[str], state_root: str, mods: list | None = None
+) -> ClientApp:
+    """A ClientApp for the embedded simulation: SuperNode i serves `site_dirs[i]`.
+
+    `mods` are Flower client mods wrapped around every handler (e.g. a network-fault
+    injector in the dropout tests)."""
 
     def facts_of(context: Context) -> SiteFacts:
         pid = int(context.node_config["partition-id"])
         site_dir = Path(site_dirs[pid])
         return SiteFacts(site_dir=site_dir, state_dir=Path(state_root) / site_dir.name, site_id="")
 
-    return _register(ClientApp(), facts_of)
+    return _register(ClientApp(mods=mods), facts_of)

@@ -29,9 +29,12 @@ def check_sites(site_dirs: list[str]) -> None:
 
 def run_embedded(
     *, experiment_path: str, run_dir: str, resume: bool = False, overrides: list[str] | None = None,
-    cpus_per_site: int | None = None,
+    cpus_per_site: int | None = None, client_mods: list | None = None,
 ) -> None:
-    """Run (or resume) the experiment with one simulated SuperNode per listed site."""
+    """Run (or resume) the experiment with one simulated SuperNode per listed site.
+
+    `cpus_per_site` is what Ray reserves per running ClientApp (default: all cores, so sites
+    train one after another, each with every core); `client_mods` are Flower client mods."""
     from flwr.simulation import run_simulation
 
     overrides = list(overrides or [])
@@ -48,6 +51,7 @@ def run_embedded(
     client = make_simulation_client_app(
         site_dirs=[str(Path(s).resolve()) for s in experiment.sites],
         state_root=str((Path(run_dir) / "site-state").resolve()),
+        mods=client_mods,
     )
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")

@@ -20,6 +20,7 @@ from core.models.encode import EncodedCases, encode_cases, encode_in_chunks
 from core.models.heads import segmentation_loss
 from core.models.registry import SEG_VIEW, OrthoModel
 from core.train.progress import training_progress
+from core.train.proximal import attach_proximal_term
 from core.train.subsets import stratified_subset
 
 MODES = ("linear", "partial", "full")
@@ -136,6 +137,7 @@ def finetune(
     chosen = select_training_cases(cases, model=model, config=config)
     backbone_params = set_trainable(model, mode=config.mode)
     optimizer = build_optimizer(model, backbone_params=backbone_params, config=config)
+    proximal = attach_proximal_term(optimizer, mu=config.proximal_mu)
     cached = None
     if config.mode == "linear":
         with torch.no_grad():
@@ -156,6 +158,8 @@ def finetune(
             )
             result.epoch_losses.append(loss)
             bar.advance(status=f"loss {loss:.4f}")
+    if proximal is not None:
+        proximal.remove()
     for p in model.parameters():
         p.requires_grad_(True)
     return result

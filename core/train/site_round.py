@@ -20,6 +20,7 @@ import torch
 
 from core.config import FinetuneConfig, ModelConfig, PretrainConfig, PretrainRunConfig, load_config
 from core.train.privacy import ClientDPConfig, parse_client_dp
+from core.train.proximal import attach_proximal_term
 
 STATE_PREFIX = "pretrain-state-"
 
@@ -144,6 +145,10 @@ def pretrain_round(
     groups = [f"backbone.{v.value}" for v in trainer.trained_views]
     expected = trainer.backbone_weights(ema=False)
     trainer.load_backbones(check_incoming(global_arrays, expected, groups=groups))
+    proximal = [
+        attach_proximal_term(trainer.optimizers[v], mu=train.proximal_mu)
+        for v in trainer.trained_views
+    ]
     if client_dp is not None and client_dp.enabled and "pretrain" in client_dp.phases:
         from core.train.dp_pretrain import pretrain_privately
 
@@ -159,6 +164,9 @@ def pretrain_round(
             for view, loss in trainer.train_step().items():
                 losses.setdefault(view.value, []).append(loss)
         metrics = {f"loss/{view}": float(np.mean(vals)) for view, vals in losses.items()}
+    for handle in proximal:
+        if handle is not None:
+            handle.remove()
     state_dir.mkdir(parents=True, exist_ok=True)
     _save_state(trainer, state_dir=state_dir, index=index)
     weights = trainer.backbone_weights(ema=True)

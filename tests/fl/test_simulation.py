@@ -1,5 +1,5 @@
 """The real ServerApp and ClientApps in Flower's simulation engine (no mocks):
-history contract, per-group participation, resume after SIGKILL, dropout of a failing site."""
+history contract, per-group participation, resume after SIGKILL, dropout of a failing site and of a hanging one."""
 
 from __future__ import annotations
 
@@ -126,3 +126,26 @@ def test_existing_run_dir_needs_resume(finished_run):
     result = _federate(exp, run_dir)
     assert result.returncode == 2
     assert "--resume" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_hanging_site_is_missing_then_rejoins(tmp_path, fed_sites):
+    # knee-a (partition 0) sleeps 40 s on its first train message; the pretrain round times out
+    # at 20 s and completes with the two sites that answered; knee-a fine-tunes afterwards
+    exp = write_experiment(
+        tmp_path / "exp.yaml", sites=fed_sites, extra="evaluate: {enabled: false}"
+    )
+    marker = tmp_path / "hung"
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.fl.hanging_site", str(exp), str(tmp_path / "run"),
+         str(marker), "40", "pretrain.rounds=1", "pretrain.timeout_s=20"],
+        cwd=REPO, env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"},
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert marker.exists()
+    pretrain, finetune = _history(tmp_path / "run")
+    assert pretrain["missing"] == ["knee-a"]
+    assert set(pretrain["metrics"]) == {"knee-b", "ankle-c"}
+    assert "knee-a" not in pretrain["groups"]["backbone.sagittal"]["sites"]
+    assert pretrain["wall_s"] < 40  # the round did not wait for the hanging site
+    assert "knee-a" in finetune["metrics"]
