@@ -29,7 +29,7 @@ from core.atomic import write_bytes_atomic, write_json_atomic
 BUDGET_FILE = "privacy-budget.json"
 SECRET_FILE = "privacy-secret"
 ACCOUNTANTS = ("rdp", "prv")
-PHASES = ("pretrain",)  # phases with sample-level DP implemented
+PHASES = ("pretrain", "finetune")  # phases with sample-level DP implemented
 
 Entry = tuple[float, float, int]  # (noise_multiplier, sample_rate, steps)
 
@@ -42,7 +42,8 @@ class ClientDPConfig:
     from which sigma is computed) is set when enabled. `max_epsilon` is the total budget.
     `secure_rng` draws batches and noise from torchcsprng (Opacus secure mode); otherwise
     they come from a generator seeded with a secret kept in the site's state dir.
-    `phases` lists the phases trained with DP (only `pretrain` is implemented).
+    `phases` lists the phases trained with DP (pretrain: every view backbone; finetune: the
+    heads on frozen backbones, `linear` mode only). Both spend the same site budget.
     """
 
     enabled: bool = False
@@ -53,7 +54,7 @@ class ClientDPConfig:
     accountant: str = "rdp"
     max_epsilon: float | None = None
     secure_rng: bool = False
-    phases: list[str] = field(default_factory=lambda: ["pretrain"])
+    phases: list[str] = field(default_factory=lambda: ["pretrain", "finetune"])
 
     def __post_init__(self) -> None:
         _positive("max_grad_norm", self.max_grad_norm, hint="L2 bound of one case's gradient")

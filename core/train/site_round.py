@@ -196,9 +196,12 @@ def _all_groups(model) -> list[str]:
 
 
 def finetune_round(
-    *, site, site_id: str, index: int, seed: int, model_config: ModelConfig,
+    *, site, site_id: str, state_dir: Path, index: int, seed: int, model_config: ModelConfig,
     train: FinetuneConfig, global_arrays: dict[str, np.ndarray],
+    client_dp: ClientDPConfig | None = None,
 ) -> LocalResult:
+    """With client DP on (and `finetune` in its phases), trains the heads by DP-SGD (or
+    refuses when the site budget would be exceeded) and reports epsilon instead of the loss."""
     from core.train.finetune import finetune
 
     cases = _cases(site, model_config)
@@ -207,7 +210,19 @@ def finetune_round(
         groups_of_model=_all_groups,
     )
     config = replace(train, seed=derived_seed(seed, index, site_id))
-    result = finetune(model, cases, config=config)
+    if client_dp is not None and client_dp.enabled and "finetune" in client_dp.phases:
+        from core.train.dp_finetune import finetune_privately
+
+        private, result = finetune_privately(
+            model, cases, config=config, dp=client_dp, state_dir=state_dir, index=index,
+            site_id=site_id,
+        )
+        if result is None:
+            return LocalResult(site_id=site_id, arrays={}, examples={}, refused=private.refused)
+        metrics = dict(private.metrics or {})
+    else:
+        result = finetune(model, cases, config=config)
+        metrics = {"loss": float(result.epoch_losses[-1]) if result.epoch_losses else float("nan")}
     trained = [g for g in groups if g.startswith("head.")]
     if train.mode != "linear":
         trained += [g for g in groups if g.startswith("backbone.")]
@@ -220,7 +235,6 @@ def finetune_round(
         k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()
         if any(k.startswith(g + ".") for g in trained)
     }
-    metrics = {"loss": float(result.epoch_losses[-1]) if result.epoch_losses else float("nan")}
     return LocalResult(site_id=site_id, arrays=arrays, examples=examples, metrics=metrics)
 
 
@@ -243,8 +257,9 @@ def train_round(
         )
     if phase == "finetune":
         return finetune_round(
-            site=site, site_id=sid, index=index, seed=seed, model_config=model_config,
-            train=load_config(FinetuneConfig, data=train_json), global_arrays=global_arrays,
+            site=site, site_id=sid, state_dir=state_dir, index=index, seed=seed,
+            model_config=model_config, train=load_config(FinetuneConfig, data=train_json),
+            global_arrays=global_arrays, client_dp=client_dp,
         )
     raise ValueError(f"unknown phase {phase!r}: expected pretrain or finetune")
 

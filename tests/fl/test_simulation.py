@@ -136,8 +136,9 @@ def test_hanging_site_is_missing_then_rejoins(tmp_path, fed_sites):
     )
     marker = tmp_path / "hung"
     result = subprocess.run(
-        [sys.executable, "-m", "tests.fl.hanging_site", str(exp), str(tmp_path / "run"),
-         str(marker), "40", "pretrain.rounds=1", "pretrain.timeout_s=20"],
+        [sys.executable, "-m", "tests.fl.instrumented_federation", str(exp), str(tmp_path / "run"),
+         "--hang-marker", str(marker), "--hang-seconds", "40",
+         "pretrain.rounds=1", "pretrain.timeout_s=20"],
         cwd=REPO, env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"},
         capture_output=True, text=True, timeout=600,
     )

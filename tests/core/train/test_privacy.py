@@ -109,7 +109,7 @@ def _clipped_mean(unet, scheduler, clean, *, generator, clip: float, expected: f
 
 @pytest.mark.parametrize("bad", [
     {"noise_multiplier": -1.0}, {"max_grad_norm": 0.0}, {"delta": 1.0}, {"accountant": "gdp"},
-    {"max_epsilon": 0.0}, {"phases": ["finetune"]}, {"enabled": True},
+    {"max_epsilon": 0.0}, {"phases": ["evaluate"]}, {"enabled": True},
     {"enabled": True, "noise_multiplier": 1.0, "target_epsilon": 2.0},
 ])
 def test_bad_settings_are_rejected(bad):

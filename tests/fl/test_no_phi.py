@@ -1,0 +1,78 @@
+"""No PHI leaves a site: DICOM tags and case ids never appear in what a site sends or in
+anything the server writes (a real simulated federation; every reply captured by a mod)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+
+from tests.fl.conftest import make_site, write_experiment
+
+REPO = Path(__file__).resolve().parents[2]
+# Distinctive values, so that any hit is a leak and not a coincidence.
+TAGS = {
+    "PatientName": "Zyxwort^Quilliam",
+    "PatientID": "MRN4471923",
+    "PatientBirthDate": "19470316",
+    "StudyDate": "20240817",
+    "InstitutionName": "Saint Obscura Hospital",
+    "AccessionNumber": "ACC99887766",
+}
+NEEDLES = [
+    "Zyxwort", "Quilliam", "MRN4471923", "19470316", "1947-03-16", "20240817", "2024-08-17",
+    "Obscura", "ACC99887766",
+]
+
+
+def _stamp_phi(site: Path) -> None:
+    for path in site.rglob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        for tag, value in TAGS.items():
+            setattr(ds, tag, value)
+        ds.save_as(path)
+
+
+def _hits(path: Path) -> list[str]:
+    data = path.read_bytes()
+    return [n for n in NEEDLES if n.encode() in data]
+
+
+def _scan(root: Path) -> dict[str, list[str]]:
+    found = {}
+    for path in root.rglob("*"):
+        if path.is_file() and (hits := _hits(path)):
+            found[str(path.relative_to(root))] = hits
+    return found
+
+
+def test_no_phi_in_replies_run_dir_or_logs(tmp_path):
+    sites = [
+        make_site(tmp_path / "sites" / "knee-p", joint="knee", site_id="knee-p", seed=11,
+                  case_prefix="MRN4471923-"),
+        make_site(tmp_path / "sites" / "ankle-p", joint="ankle", site_id="ankle-p", seed=12,
+                  case_prefix="MRN4471923-"),
+    ]
+    for site in sites:
+        _stamp_phi(site)
+    assert _scan(tmp_path / "sites"), "the scan must find the PHI where it is (the DICOM files)"
+    exp = write_experiment(tmp_path / "exp.yaml", sites=sites)
+    capture, run_dir = tmp_path / "captured", tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.fl.instrumented_federation", str(exp), str(run_dir),
+         "--capture", str(capture), "pretrain.rounds=1"],
+        cwd=REPO, env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"},
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    replies = sorted(p.name for p in capture.iterdir())
+    assert any("train" in name and name.endswith(".bin") for name in replies)
+    assert any("evaluate" in name for name in replies)
+    assert (run_dir / "history.jsonl").is_file() and (run_dir / "metrics.json").is_file()
+    assert _scan(capture) == {}
+    assert _scan(run_dir) == {}
+    logs = result.stdout + result.stderr
+    assert [n for n in NEEDLES if n in logs] == []
