@@ -181,6 +181,7 @@ class Federation:
         from fl_server.report import write_final_metrics
 
         Console(stderr=True).print(final_table(write_final_metrics(self.run)))
+        write_report_safely(self.run.root)
 
     def save(self, *, index: int, record: dict[str, Any]) -> None:
         server_state: dict[str, Any] = {}
@@ -197,6 +198,19 @@ class Federation:
             history_record=record, server_state=server_state,
         )
         log.info("round %d (%s %d) saved in %.1fs", index, record["phase"], record["round"], record["wall_s"])
+
+
+def write_report_safely(run_dir: Path) -> Path | None:
+    """RUN_DIR/report.html; a report that fails to render is a warning, never a failed run."""
+    try:
+        from core.reporting.federation_report import write_federation_report
+
+        path = write_federation_report(run_dir)
+    except Exception as err:  # noqa: BLE001 - the run's results are already saved
+        log.warning("could not write the federation report for %s: %s", run_dir, err)
+        return None
+    log.info("federation report: %s", path)
+    return path
 
 
 def run_federation(grid: Grid, settings: ServerSettings) -> None:

@@ -43,7 +43,7 @@ def federate(
         typer.secho(f"error: federation stopped: {err}", fg="red", err=True)
         typer.secho(f"the completed rounds are kept; continue with --resume --run-dir {target}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"federation finished: {target}/history.jsonl, {target}/metrics.json")
+    typer.echo(f"federation finished: {target}/history.jsonl, {target}/metrics.json, {target}/report.html")
 
 
 def build_full_app() -> typer.Typer:

@@ -7,7 +7,12 @@ import importlib
 import typer
 
 # Modules are listed here as they land; each has `register(app: typer.Typer) -> None`.
-COMMAND_MODULES = ("core.commands.phantom", "core.commands.data", "core.commands.model")
+COMMAND_MODULES = (
+    "core.commands.phantom",
+    "core.commands.data",
+    "core.commands.model",
+    "core.commands.report",
+)
 
 
 def register_all(app: typer.Typer) -> None:

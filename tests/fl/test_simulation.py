@@ -66,6 +66,8 @@ def test_history_contract_and_per_group_participation(finished_run):
     assert history[0]["bytes_up"] > 0 and history[0]["bytes_down"] > 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics["sites"]) == {"knee-a", "knee-b", "ankle-c"}
+    report = (run_dir / "report.html").read_text()  # written by the server at the end
+    assert all(site in report for site in ("knee-a", "knee-b", "ankle-c"))
 
 
 def test_group_nobody_sent_keeps_its_value(finished_run):
