@@ -187,12 +187,12 @@ class Federation:
         server_state: dict[str, Any] = {}
         if self.accountant is not None:
             server_state["accountant"] = self.accountant.to_dict()
-        manifest = {
-            "experiment": self.experiment.name,
-            "phase": record["phase"],
-            "round": record["round"],
-            "model_preset": self.experiment.model_preset,
-        }
+        from core.federation.model_state import round_manifest
+
+        manifest = round_manifest(
+            self.experiment, model_config=self.model_config, phase=record["phase"],
+            round_=record["round"], keys=list(self.state),
+        )
         self.run.save_round(
             index=index, state=self.state, manifest=manifest,
             history_record=record, server_state=server_state,

@@ -160,7 +160,7 @@ def weighted_metrics(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
     for values in metrics.values():
         n = float(values.get("n_cases", 0))
         for name, value in values.items():
-            if name == "n_cases" or value is None or not np.isfinite(value) or n <= 0:
+            if name in ("n_cases", "compute_s") or value is None or not np.isfinite(value) or n <= 0:
                 continue
             sums[name] = sums.get(name, 0.0) + n * float(value)
             weights[name] = weights.get(name, 0.0) + n

@@ -14,6 +14,7 @@ from core.commands.common import user_errors
 
 SITE_HELP = "The site folder (or its site.yaml)."
 OVERRIDES_HELP = "Config overrides as key=value (e.g. train.lr=1e-3, train.batch_size=2)."
+OVERLAY_CASES = 3  # held-out cases shown with segmentation overlays in report.html
 
 
 def _site_cases(site_path: Path, *, model_config):
@@ -120,24 +121,45 @@ def evaluate(
     checkpoint: Path = typer.Option(
         ..., "--checkpoint", help="Fine-tuned checkpoint (.safetensors)."
     ),
-    out: Path = typer.Option(..., "--out", help="Report folder: metrics.json is written there."),
+    out: Path = typer.Option(
+        ..., "--out", help="Report folder: metrics.json and report.html are written there."
+    ),
 ) -> None:
-    """Evaluate a checkpoint on the site's held-out split; writes OUT/metrics.json."""
-    from core.checkpoint import atomic_write_json
+    """Evaluate a checkpoint on the site's held-out split; writes OUT/metrics.json and
+    OUT/report.html (thresholds are chosen on the site's labeled training cases)."""
+    from core.atomic import write_json_atomic
     from core.data.manifest import load_site
     from core.models.loading import model_from_checkpoint
-    from core.models.predict import evaluate as evaluate_model
+    from core.models.predict import evaluate_cases
+    from core.reporting.evaluation_report import write_evaluation_report
 
     joint = load_site(site).joint
     model, _ = model_from_checkpoint(checkpoint, joint=joint, require_heads=True)
-    _, cases, _ = _site_cases(site, model_config=model.config)
-    report = evaluate_model(model, cases)
-    atomic_write_json(Path(out) / "metrics.json", report, sort_keys=False)
-    summary = f"macro AUC {_fmt(report['macro_auc'])}"
+    opened, cases, _ = _site_cases(site, model_config=model.config)
+    evaluation = evaluate_cases(model, cases, keep_masks=OVERLAY_CASES)
+    report = evaluation.report
+    write_json_atomic(Path(out) / "metrics.json", report)
+    page = write_evaluation_report(
+        out, evaluation=evaluation, cases=cases, checkpoint=checkpoint, site_id=opened.site_id
+    )
+    typer.echo(f"{report['joint']}: {_counts(report)}, {_summary(report)}: {page}")
+
+
+def _counts(report: dict) -> str:
+    text = f"{report['n_cases']} held-out cases"
+    if report["n_unlabeled_skipped"]:
+        text += f" ({report['n_unlabeled_skipped']} unlabeled, skipped)"
+    return text
+
+
+def _summary(report: dict) -> str:
+    ci = report["macro_auc_ci"]
+    text = f"macro AUC {_fmt(report['macro_auc'])}"
+    if ci:
+        text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
     if "mean_dice" in report:
-        summary += f", mean Dice {_fmt(report['mean_dice'])}"
-    target = Path(out) / "metrics.json"
-    typer.echo(f"{report['joint']}: {report['n_cases']} held-out cases, {summary}: {target}")
+        text += f", mean Dice {_fmt(report['mean_dice'])}"
+    return text
 
 
 def _fmt(value: float | None) -> str:

@@ -46,9 +46,11 @@ class PrepareSummary:
 def fingerprint(paths: list[Path], *, root: Path) -> str:
     """Hash of relative path, size and mtime of each file: changes when the data changes."""
     digest = hashlib.sha256()
-    for path in sorted(paths):
+    for path in sorted(p.resolve() for p in paths):
         stat = path.stat()
-        digest.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        # relative to the site, so a moved site keeps its cache; absolute if outside it
+        name = path.relative_to(root) if path.is_relative_to(root) else path
+        digest.update(f"{name}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
 
 

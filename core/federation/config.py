@@ -82,20 +82,20 @@ class ServerDPConfig:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
             raise ValueError(
-                f"privacy.clip_norm={self.clip_norm}: must be a finite number > 0 "
+                f"server_dp.clip_norm={self.clip_norm}: must be a finite number > 0 "
                 "(L2 bound of one site's update of one weight group)"
             )
         if not (math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0):
             raise ValueError(
-                f"privacy.noise_multiplier={self.noise_multiplier}: must be a finite number > 0 "
-                "(0 gives no privacy; to turn server DP off set privacy.enabled=false)"
+                f"server_dp.noise_multiplier={self.noise_multiplier}: must be a finite number > 0 "
+                "(0 gives no privacy; to turn server DP off set server_dp.enabled=false)"
             )
         if not 0.0 < self.delta < 1.0:
             raise ValueError(
-                f"privacy.delta={self.delta}: must be in (0, 1), typically below 1/number of "
+                f"server_dp.delta={self.delta}: must be in (0, 1), typically below 1/number of "
                 "sites (e.g. 1e-5)"
             )
         if self.max_epsilon is not None and not self.max_epsilon > 0:
             raise ValueError(
-                f"privacy.max_epsilon={self.max_epsilon}: must be > 0, or null for no limit"
+                f"server_dp.max_epsilon={self.max_epsilon}: must be > 0, or null for no limit"
             )

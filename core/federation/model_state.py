@@ -63,3 +63,33 @@ def _overlay_checkpoint(state: dict[str, np.ndarray], path: str) -> dict[str, np
     if not any(k in loaded for k in state):
         raise ValueError(f"{path}: no weights of this model (wrong checkpoint?)")
     return out
+
+
+def round_manifest(
+    experiment: ExperimentConfig, *, model_config: ModelConfig, phase: str, round_: int,
+    keys: list[str],
+) -> dict:
+    """The JSON manifest of a global round checkpoint: a full orthofed checkpoint manifest
+    (format, preset, model config, preprocessing key, versions, groups), so that
+    `orthofed evaluate|finetune` take `global/round-NNNN.safetensors` like a local one."""
+    import time
+
+    from core.checkpoint import FORMAT, groups_of, package_versions
+    from core.config import to_dict
+    from core.models.presets import preprocess_for
+
+    return {
+        "format": FORMAT,
+        "kind": "federated",
+        "experiment": experiment.name,
+        "phase": phase,
+        "round": round_,
+        "model_preset": experiment.model_preset,
+        "preset": model_config.name,
+        "config": {"model": to_dict(model_config)},
+        "preprocess_key": preprocess_for(model_config).key(),
+        "joints": list(experiment.joints),
+        "versions": package_versions(),
+        "groups": groups_of(keys),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

@@ -26,6 +26,33 @@ def usable_tensors(model: OrthoModel, tensors: dict[str, torch.Tensor]) -> dict[
     return {k: t for k, t in tensors.items() if k.startswith("backbone.") or k.startswith(own)}
 
 
+def heads_in(tensors: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+    """Joint -> the task heads ("cls", "seg") a checkpoint's tensors hold."""
+    heads: dict[str, list[str]] = {}
+    for key in tensors:
+        parts = key.split(".")
+        if parts[0] == "head" and len(parts) > 2 and parts[2] not in heads.setdefault(parts[1], []):
+            heads[parts[1]].append(parts[2])
+    return heads
+
+
+def _missing_heads_message(path: str | Path, joint: Joint, tensors: dict) -> str:
+    names = {"cls": "classification", "seg": "segmentation"}
+    held = heads_in(tensors)
+    if not held:
+        return (
+            f"{path}: no {joint.value} heads in this checkpoint (it has backbones only, e.g. "
+            "from pretraining): fine-tune it first ('orthofed finetune')"
+        )
+    has = "; ".join(
+        f"{other} ({', '.join(names.get(h, h) for h in kinds)})" for other, kinds in held.items()
+    )
+    return (
+        f"{path}: no {joint.value} heads in this checkpoint, it has heads for {has}: evaluate "
+        f"it on a site of that joint or fine-tune it for {joint.value} first ('orthofed finetune')"
+    )
+
+
 def model_from_checkpoint(
     path: str | Path, *, joint: Joint | str | None = None, require_heads: bool = False
 ) -> tuple[OrthoModel, Checkpoint]:
@@ -41,9 +68,6 @@ def model_from_checkpoint(
     model = build_model(model_config_of(checkpoint, source=path), joint=parse_joint(str(chosen)))
     tensors = usable_tensors(model, checkpoint.tensors)
     if require_heads and not any(k.startswith(f"head.{model.joint.value}.") for k in tensors):
-        raise ValueError(
-            f"{path}: no {model.joint.value} heads in this checkpoint: fine-tune it first "
-            "('orthofed finetune')"
-        )
+        raise ValueError(_missing_heads_message(path, model.joint, checkpoint.tensors))
     load_state(model, tensors, partial=True)
     return model, checkpoint

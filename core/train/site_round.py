@@ -278,6 +278,19 @@ def flatten_metrics(report: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
+# What a site reports from its held-out evaluation: quality metrics and case counts. Chosen
+# thresholds and per-label positive/negative counts stay in the site's local report (the
+# counts of a small held-out split say too much about individual patients).
+SHARED_EVALUATION = (
+    "macro_auc", "auc/", "mean_dice", "dice/", "mean_hd95", "hd95/", "calibration_error",
+    "sensitivity/", "specificity/", "n_cases", "n_labeled", "n_masks", "n_unlabeled_skipped",
+)
+
+
+def shared_evaluation(flat: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in flat.items() if k.startswith(SHARED_EVALUATION)}
+
+
 def evaluate_round(
     *, site_dir: Path, site_id: str, seed: int, model_json: dict, global_arrays: dict[str, np.ndarray]
 ) -> tuple[str, dict[str, float]]:
@@ -291,4 +304,4 @@ def evaluate_round(
         site=site, model_config=model_config, seed=seed, global_arrays=global_arrays,
         groups_of_model=_all_groups,
     )
-    return site_id or site.site_id, flatten_metrics(evaluate(model, cases))
+    return site_id or site.site_id, shared_evaluation(flatten_metrics(evaluate(model, cases)))

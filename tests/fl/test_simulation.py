@@ -152,3 +152,19 @@ def test_hanging_site_is_missing_then_rejoins(tmp_path, fed_sites):
     assert "knee-a" not in pretrain["groups"]["backbone.sagittal"]["sites"]
     assert pretrain["wall_s"] < 40  # the round did not wait for the hanging site
     assert "knee-a" in finetune["metrics"]
+
+
+def test_global_checkpoint_evaluates_like_a_local_one(finished_run, fed_sites, tmp_path):
+    from typer.testing import CliRunner
+
+    from core.cli import build_app
+
+    _, run_dir = finished_run
+    final = sorted((run_dir / "global").glob("round-*.safetensors"))[-1]
+    result = CliRunner().invoke(build_app(), [
+        "evaluate", "--site", str(fed_sites[0]), "--checkpoint", str(final), "--out", str(tmp_path / "r"),
+    ])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["joint"] == "knee" and metrics["n_cases"] > 0
+    assert (tmp_path / "r" / "report.html").is_file()

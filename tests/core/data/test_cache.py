@@ -118,3 +118,17 @@ def test_nifti_mask_is_cached(tmp_path):
     cases = load_site_tensors(site, preprocess=PRE, data_config=CONFIG)
     assert cases[0].mask is not None and cases[0].mask.shape == (8, 16, 16)
     assert set(np.unique(cases[0].mask)) == {0, 3}
+
+
+def test_site_opened_by_a_relative_path_with_masks(tmp_path, monkeypatch):
+    site = _site(tmp_path, n_cases=1)
+    volume = scan_case(site.root / "case-0", config=CONFIG).views[View.SAGITTAL]
+    site.masks_dir.mkdir()
+    labels = np.ones(volume.array.shape, np.uint8)
+    nib.save(nib.Nifti1Image(labels, lps_ras_flip() @ volume.affine), site.masks_dir / "case-0.nii.gz")
+    monkeypatch.chdir(tmp_path)
+    relative = load_site("site")
+    cases = load_site_tensors(relative, preprocess=PRE, data_config=CONFIG)
+    assert cases[0].mask is not None
+    again = load_site_tensors(load_site(tmp_path / "site"), preprocess=PRE, data_config=CONFIG)
+    np.testing.assert_array_equal(again[0].mask, cases[0].mask)  # same cache either way
