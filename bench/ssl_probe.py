@@ -57,15 +57,28 @@ def _pretrain(site: Path, *, out: Path, steps: int, batch: int, overrides: list[
     runs = {}
     for name, n in (("random", 0), ("pretrained", steps)):
         config = load_run_config(
-            PretrainRunConfig, preset="tiny", train="pretrain",
-            overrides=[*overrides, f"train.steps={n}", f"train.batch_size={batch}",
-                       "train.log_every=5", f"train.checkpoint_every={max(n, 1)}"],
+            PretrainRunConfig,
+            preset="tiny",
+            train="pretrain",
+            overrides=[
+                *overrides,
+                f"train.steps={n}",
+                f"train.batch_size={batch}",
+                "train.log_every=5",
+                f"train.checkpoint_every={max(n, 1)}",
+            ],
         )
         loaded = load_site(site)
         cases = load_site_tensors(loaded, preprocess=preprocess_for(config.model), progress=True)
         started = time.perf_counter()
-        run_pretraining(cases, config=config, run_dir=out / name, resume=True, progress=True,
-                        preprocess_key=preprocess_for(config.model).key())
+        run_pretraining(
+            cases,
+            config=config,
+            run_dir=out / name,
+            resume=True,
+            progress=True,
+            preprocess_key=preprocess_for(config.model).key(),
+        )
         runs[name] = {"dir": out / name, "seconds": time.perf_counter() - started, "cases": cases}
     return runs
 
@@ -78,12 +91,17 @@ def _probe(cases, *, init: Path, out: Path, seed: int, epochs: int) -> dict:
     from core.train.loops import run_finetuning
 
     config = load_run_config(
-        FinetuneRunConfig, preset="tiny", train="finetune",
+        FinetuneRunConfig,
+        preset="tiny",
+        train="finetune",
         overrides=["train.mode=linear", f"train.epochs={epochs}", f"train.seed={seed}"],
     )
-    run_finetuning(cases, init=init, config=config, joint="knee", run_dir=out,
-                   preprocess_key="bench")
-    model, _ = model_from_checkpoint(out / "checkpoint.safetensors", joint="knee", require_heads=True)
+    run_finetuning(
+        cases, init=init, config=config, joint="knee", run_dir=out, preprocess_key="bench"
+    )
+    model, _ = model_from_checkpoint(
+        out / "checkpoint.safetensors", joint="knee", require_heads=True
+    )
     return evaluate(model, cases)
 
 
@@ -97,11 +115,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--probe-epochs", type=int, default=30)
     parser.add_argument("--probe-seeds", type=int, default=3)
-    parser.add_argument("overrides", nargs="*", help="model overrides, e.g. model.features.taps=...")
+    parser.add_argument(
+        "overrides", nargs="*", help="model overrides, e.g. model.features.taps=..."
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     site = _site(args.out, cases=args.cases, seed=args.site_seed, heldout=args.heldout)
-    runs = _pretrain(site, out=args.out, steps=args.steps, batch=args.batch, overrides=args.overrides)
+    runs = _pretrain(
+        site, out=args.out, steps=args.steps, batch=args.batch, overrides=args.overrides
+    )
     curve = _log_curve(runs["pretrained"]["dir"])
     result: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "loss": {}, "probe": {}}
     print(f"\npretraining: {args.steps} steps x 3 views in {runs['pretrained']['seconds']:.0f} s")
@@ -113,12 +135,19 @@ def main() -> None:
     for name in ("random", "pretrained"):
         scores = []
         for seed in range(args.probe_seeds):
-            report = _probe(cases, init=runs[name]["dir"] / "checkpoint.safetensors",
-                            out=args.out / f"probe-{name}-{seed}", seed=seed, epochs=args.probe_epochs)
+            report = _probe(
+                cases,
+                init=runs[name]["dir"] / "checkpoint.safetensors",
+                out=args.out / f"probe-{name}-{seed}",
+                seed=seed,
+                epochs=args.probe_epochs,
+            )
             scores.append(report["macro_auc"])
         result["probe"][name] = {"macro_auc": scores, "n_heldout": report["n_cases"]}
-        print(f"linear probe on {name:10s} backbone: macro AUC {np.mean(scores):.3f} +- "
-              f"{np.std(scores):.3f} over {len(scores)} probe seeds ({report['n_cases']} held-out cases)")
+        print(
+            f"linear probe on {name:10s} backbone: macro AUC {np.mean(scores):.3f} +- "
+            f"{np.std(scores):.3f} over {len(scores)} probe seeds ({report['n_cases']} held-out cases)"
+        )
     (args.out / "ssl_probe.json").write_text(json.dumps(result, indent=1))
 
 

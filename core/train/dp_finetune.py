@@ -60,12 +60,18 @@ def _per_case_gradients(
             rows.append([torch.zeros_like(p) for p in params])
             continue
         grads = torch.autograd.grad(loss, params, allow_unused=True)
-        rows.append([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)])
+        rows.append(
+            [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+        )
     return [torch.stack([row[j] for row in rows]) for j in range(len(params))]
 
 
 def _private_step(
-    model: OrthoModel, *, cached: EncodedCases, optimizer: DPOptimizer, rate: float,
+    model: OrthoModel,
+    *,
+    cached: EncodedCases,
+    optimizer: DPOptimizer,
+    rate: float,
     generator: torch.Generator | None,
 ) -> None:
     params = list(optimizer.params)
@@ -89,8 +95,14 @@ def _release(optimizer: DPOptimizer) -> None:
 
 
 def finetune_privately(
-    model: OrthoModel, cases: Sequence, *, config: FinetuneConfig, dp: ClientDPConfig,
-    state_dir: Path, index: int, site_id: str,
+    model: OrthoModel,
+    cases: Sequence,
+    *,
+    config: FinetuneConfig,
+    dp: ClientDPConfig,
+    state_dir: Path,
+    index: int,
+    site_id: str,
 ) -> tuple[PrivateRound, FinetuneResult | None]:
     """Check the site budget, fine-tune the heads by DP-SGD, spend the budget.
 
@@ -117,12 +129,19 @@ def finetune_privately(
     base = build_optimizer(model, backbone_params=[], config=config)
     proximal = attach_proximal_term(base, mu=config.proximal_mu)
     generator = (
-        secure_generator() if dp.secure_rng
-        else torch.Generator().manual_seed(private_seed(site_secret(state_dir), index, site_id, "finetune"))
+        secure_generator()
+        if dp.secure_rng
+        else torch.Generator().manual_seed(
+            private_seed(site_secret(state_dir), index, site_id, "finetune")
+        )
     )
     optimizer = DPOptimizer(
-        base, noise_multiplier=entries[0][0], max_grad_norm=dp.max_grad_norm,
-        expected_batch_size=rate * len(chosen), loss_reduction="mean", generator=generator,
+        base,
+        noise_multiplier=entries[0][0],
+        max_grad_norm=dp.max_grad_norm,
+        expected_batch_size=rate * len(chosen),
+        loss_reduction="mean",
+        generator=generator,
         secure_mode=dp.secure_rng,
     )
     try:
@@ -135,4 +154,6 @@ def finetune_privately(
         for p in model.parameters():
             p.requires_grad_(True)
     budget.spend(entries)
-    return PrivateRound(metrics=budget.metrics(entries)), FinetuneResult(case_ids=[c.case_id for c in chosen])
+    return PrivateRound(metrics=budget.metrics(entries)), FinetuneResult(
+        case_ids=[c.case_id for c in chosen]
+    )

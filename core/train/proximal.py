@@ -20,9 +20,7 @@ def attach_proximal_term(optimizer: torch.optim.Optimizer, *, mu: float) -> Remo
         raise ValueError(f"train.proximal_mu={mu}: must be >= 0 (0 turns FedProx off)")
     if mu == 0:
         return None
-    anchors = [
-        (p, p.detach().clone()) for group in optimizer.param_groups for p in group["params"]
-    ]
+    anchors = [(p, p.detach().clone()) for group in optimizer.param_groups for p in group["params"]]
 
     def add_proximal_gradient(_optimizer, _args, _kwargs) -> None:
         with torch.no_grad():

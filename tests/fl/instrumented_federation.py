@@ -47,7 +47,10 @@ def dump_reply(reply, *, folder: Path, name: str) -> None:
                 out.write(array.data)
     texts = {
         key: dict(record)
-        for key, record in [*reply.content.config_records.items(), *reply.content.metric_records.items()]
+        for key, record in [
+            *reply.content.config_records.items(),
+            *reply.content.metric_records.items(),
+        ]
     }
     (folder / f"{name}.json").write_text(json.dumps(texts, default=str))
 
@@ -76,8 +79,11 @@ def main() -> None:
     if args.capture:
         mods.append(capture_replies(folder=args.capture))
     run_embedded(
-        experiment_path=args.experiment, run_dir=args.run_dir, cpus_per_site=1,
-        overrides=overrides, client_mods=mods,
+        experiment_path=args.experiment,
+        run_dir=args.run_dir,
+        cpus_per_site=1,
+        overrides=overrides,
+        client_mods=mods,
     )
 
 

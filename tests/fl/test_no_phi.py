@@ -23,8 +23,15 @@ TAGS = {
     "AccessionNumber": "ACC99887766",
 }
 NEEDLES = [
-    "Zyxwort", "Quilliam", "MRN4471923", "19470316", "1947-03-16", "20240817", "2024-08-17",
-    "Obscura", "ACC99887766",
+    "Zyxwort",
+    "Quilliam",
+    "MRN4471923",
+    "19470316",
+    "1947-03-16",
+    "20240817",
+    "2024-08-17",
+    "Obscura",
+    "ACC99887766",
 ]
 
 
@@ -51,10 +58,20 @@ def _scan(root: Path) -> dict[str, list[str]]:
 
 def test_no_phi_in_replies_run_dir_or_logs(tmp_path):
     sites = [
-        make_site(tmp_path / "sites" / "knee-p", joint="knee", site_id="knee-p", seed=11,
-                  case_prefix="MRN4471923-"),
-        make_site(tmp_path / "sites" / "ankle-p", joint="ankle", site_id="ankle-p", seed=12,
-                  case_prefix="MRN4471923-"),
+        make_site(
+            tmp_path / "sites" / "knee-p",
+            joint="knee",
+            site_id="knee-p",
+            seed=11,
+            case_prefix="MRN4471923-",
+        ),
+        make_site(
+            tmp_path / "sites" / "ankle-p",
+            joint="ankle",
+            site_id="ankle-p",
+            seed=12,
+            case_prefix="MRN4471923-",
+        ),
     ]
     for site in sites:
         _stamp_phi(site)
@@ -62,10 +79,21 @@ def test_no_phi_in_replies_run_dir_or_logs(tmp_path):
     exp = write_experiment(tmp_path / "exp.yaml", sites=sites)
     capture, run_dir = tmp_path / "captured", tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "tests.fl.instrumented_federation", str(exp), str(run_dir),
-         "--capture", str(capture), "pretrain.rounds=1"],
-        cwd=REPO, env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"},
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "tests.fl.instrumented_federation",
+            str(exp),
+            str(run_dir),
+            "--capture",
+            str(capture),
+            "pretrain.rounds=1",
+        ],
+        cwd=REPO,
+        env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     replies = sorted(p.name for p in capture.iterdir())

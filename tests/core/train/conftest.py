@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from core.config import ModelConfig, load_config
 from core.views import VIEWS, Joint
@@ -35,3 +36,12 @@ def knee_cases():
         )
         for i in range(9)
     ]
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny shapes: extra threads only add contention on the shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

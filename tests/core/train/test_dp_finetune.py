@@ -16,13 +16,7 @@ from core.train.privacy import BUDGET_FILE, ClientDPConfig, epsilon_of
 DP = ClientDPConfig(enabled=True, noise_multiplier=1.0, max_grad_norm=1.0, phases=["finetune"])
 CONFIG = FinetuneConfig(epochs=2, batch_size=3, lr=1e-2)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _snapshot(params):
@@ -55,8 +49,11 @@ def test_each_case_is_clipped_to_max_grad_norm(tiny_config, knee_cases):
     params = list(model.head.parameters())
     clip, n = 1e-3, len(cached.case_ids)
     optimizer = DPOptimizer(
-        torch.optim.SGD(params, lr=0.0), noise_multiplier=0.0, max_grad_norm=clip,
-        expected_batch_size=n, loss_reduction="mean",
+        torch.optim.SGD(params, lr=0.0),
+        noise_multiplier=0.0,
+        max_grad_norm=clip,
+        expected_batch_size=n,
+        loss_reduction="mean",
     )
     _private_step(model, cached=cached, optimizer=optimizer, rate=1.0, generator=None)
     total = torch.sqrt(sum((p.grad**2).sum() for p in params))
@@ -74,7 +71,9 @@ def test_private_finetuning_trains_heads_and_spends_the_budget(tiny_config, knee
         model, knee_cases, config=CONFIG, dp=DP, state_dir=tmp_path, index=1, site_id="knee-a"
     )
     assert result is not None and not private.refused
-    assert all(torch.equal(a, b) for a, b in zip(backbone, model.backbone.parameters(), strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(backbone, model.backbone.parameters(), strict=True)
+    )
     assert any(not torch.equal(a, b) for a, b in zip(heads, model.head.parameters(), strict=True))
     budget = json.loads((tmp_path / BUDGET_FILE).read_text())
     rate = min(1.0, CONFIG.batch_size / result.num_examples)
@@ -102,4 +101,6 @@ def test_only_linear_mode_is_private(tiny_config, knee_cases, tmp_path, mode):
     model = build_model(tiny_config, joint="knee", seed=0)
     config = FinetuneConfig(mode=mode, epochs=1, batch_size=3)
     with pytest.raises(ValueError, match="mode=linear"):
-        finetune_privately(model, knee_cases, config=config, dp=DP, state_dir=tmp_path, index=1, site_id="k")
+        finetune_privately(
+            model, knee_cases, config=config, dp=DP, state_dir=tmp_path, index=1, site_id="k"
+        )

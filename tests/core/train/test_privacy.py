@@ -47,13 +47,7 @@ MODEL = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny shapes: extra threads only add contention on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model_config() -> ModelConfig:

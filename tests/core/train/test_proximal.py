@@ -10,7 +10,10 @@ from core.train.proximal import attach_proximal_term
 
 
 def _distance(model, start):
-    return sum(float((p.detach() - s).pow(2).sum()) for p, s in zip(model.head.parameters(), start, strict=True))
+    return sum(
+        float((p.detach() - s).pow(2).sum())
+        for p, s in zip(model.head.parameters(), start, strict=True)
+    )
 
 
 def test_proximal_gradient_pulls_back_toward_the_anchor():
@@ -41,6 +44,10 @@ def test_strong_proximal_term_keeps_finetuning_near_its_start(tiny_config, knee_
     for mu in (0.0, 50.0):
         model = build_model(tiny_config, joint="knee", seed=0)
         start = [p.detach().clone() for p in model.head.parameters()]
-        finetune(model, knee_cases, config=FinetuneConfig(epochs=3, batch_size=2, lr=1e-2, proximal_mu=mu))
+        finetune(
+            model,
+            knee_cases,
+            config=FinetuneConfig(epochs=3, batch_size=2, lr=1e-2, proximal_mu=mu),
+        )
         moved[mu] = _distance(model, start)
     assert moved[50.0] < 0.5 * moved[0.0]
