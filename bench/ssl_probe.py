@@ -1,4 +1,4 @@
-"""Does self-supervised diffusion pretraining help? A linear probe on pretrained vs random backbones.
+"""Does self-supervised diffusion pretraining help? Linear probe: pretrained vs random backbone.
 
 On one generated knee site: pretrain the three view backbones of the `tiny` preset for
 `--steps` steps (logging the diffusion loss of every view), then train the same linear probe
@@ -65,7 +65,7 @@ def _pretrain(site: Path, *, out: Path, steps: int, batch: int, overrides: list[
                 f"train.steps={n}",
                 f"train.batch_size={batch}",
                 "train.log_every=5",
-                f"train.checkpoint_every={max(n, 1)}",
+                f"train.checkpoint_every={max(min(n, 50), 1)}",
             ],
         )
         loaded = load_site(site)

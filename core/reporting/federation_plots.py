@@ -65,8 +65,8 @@ def lines_by_panel(
         if not shared_legend:
             ax.legend(fontsize=8)
     axes[0][0].set_ylabel(ylabel)
-    if shared_legend:
-        handles, labels = _unique_legend(axes[0])
+    handles, labels = _unique_legend(axes[0]) if shared_legend else ([], [])
+    if labels:
         fig.legend(
             handles, labels, loc="upper center", ncol=min(len(labels), 6), bbox_to_anchor=(0.5, 1.1)
         )

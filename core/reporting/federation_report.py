@@ -111,6 +111,14 @@ def _pretrain(run: FederationRun, colors: dict[str, str]) -> str:
     if not records:
         return ""
     panels = {f"{view} view": series for view, series in view_losses(records).items()}
+    if not panels:
+        return section(
+            "Self-supervised pretraining: diffusion loss",
+            paragraph(
+                "No site reported a training loss: under client DP sites report only the "
+                "privacy they spent (see Privacy budget), since losses are not private."
+            ),
+        )
     last = records[-1]
     views = list(view_losses([last]))
     rows = [
@@ -136,6 +144,11 @@ def _finetune(run: FederationRun, colors: dict[str, str]) -> str:
     if not records:
         return ""
     series = metric_series(records, "loss")
+    if not series:
+        return section(
+            "Fine-tuning: task loss",
+            paragraph("No site reported a fine-tuning loss (client DP: only epsilon is reported)."),
+        )
     return section(
         "Fine-tuning: task loss",
         figure_block(

@@ -225,3 +225,17 @@ def test_server_hook_warns_instead_of_failing(tmp_path, full_run, caplog):
     with caplog.at_level(logging.WARNING, logger="orthofed.server"):
         assert write_report_safely(tmp_path / "no-run") is None
     assert "could not write the federation report" in caplog.text
+
+
+def test_client_dp_run_without_losses(tmp_path):
+    # under client DP sites report epsilon instead of (non-private) losses
+    records = [_pretrain(1), _finetune(1, 2)]
+    for record in records:
+        for values in record["metrics"].values():
+            for name in [n for n in values if n.startswith("loss")]:
+                values.pop(name)
+    root = _write_run(tmp_path / "run", records, finished=False, latest=2)
+    text = write_federation_report(root).read_text()
+    _assert_self_contained(text)
+    assert "No site reported a training loss" in text
+    assert "No site reported a fine-tuning loss" in text
