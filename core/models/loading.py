@@ -54,9 +54,11 @@ def _missing_heads_message(path: str | Path, joint: Joint, tensors: dict) -> str
 
 
 def model_from_checkpoint(
-    path: str | Path, *, joint: Joint | str | None = None, require_heads: bool = False
+    path: str | Path, *, joint: Joint | str | None = None, require_heads: bool = False,
+    seed: int = 0,
 ) -> tuple[OrthoModel, Checkpoint]:
-    """A model with the checkpoint's architecture and weights (heads fresh if absent).
+    """A model with the checkpoint's architecture and weights (heads fresh if absent,
+    initialised from `seed`).
 
     `joint` defaults to the manifest's. With `require_heads`, a checkpoint without this
     joint's heads (e.g. straight from pretraining) is refused.
@@ -65,7 +67,9 @@ def model_from_checkpoint(
     chosen = joint or checkpoint.manifest.get("joint")
     if not chosen:
         raise ValueError(f"{path}: manifest names no joint; pass one")
-    model = build_model(model_config_of(checkpoint, source=path), joint=parse_joint(str(chosen)))
+    model = build_model(
+        model_config_of(checkpoint, source=path), joint=parse_joint(str(chosen)), seed=seed
+    )
     tensors = usable_tensors(model, checkpoint.tensors)
     if require_heads and not any(k.startswith(f"head.{model.joint.value}.") for k in tensors):
         raise ValueError(_missing_heads_message(path, model.joint, checkpoint.tensors))

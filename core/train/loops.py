@@ -158,9 +158,10 @@ def run_finetuning(
 ) -> FinetuneRunResult:
     """Fine-tune the model in checkpoint `init` for `joint`; write `run_dir/checkpoint.*`.
 
-    The architecture comes from `init`'s manifest (`config.model` is replaced by it).
+    The architecture comes from `init`'s manifest (`config.model` is replaced by it); heads
+    that `init` lacks are initialised from `config.train.seed`.
     """
-    model, source = model_from_checkpoint(init, joint=joint)
+    model, source = model_from_checkpoint(init, joint=joint, seed=config.train.seed)
     config.model = model.config
     result = finetune(model, cases, config=config.train, progress=progress)
     trained = [f"head.{model.joint.value}.cls"]

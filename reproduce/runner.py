@@ -1,0 +1,155 @@
+"""`python -m reproduce`: sites, every cell of every seed, then the tables and plots.
+
+Work folder `<out>/reproduce/`: `sites/` (generated once), `cells/` (one JSON per finished
+cell), `runs/seed-<n>/` (federations, pretrainings), `config.json` (the fingerprint of the
+configuration the cells were computed with: another configuration is refused, never mixed).
+Outputs: `<out>/reproduce.json`, `<out>/reproduce.md`, `<out>/reproduce-*.png`, and the
+cross-site matrix as `<out>/reproduce/cross_site.json` (mean over seeds) and in each seed's
+main federation run dir (whose report.html then shows it).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from core.atomic import write_bytes_atomic, write_json_atomic
+from core.config import to_dict
+from reproduce import plan, plots, specs, tables
+from reproduce.cells import CellCache, run_cells
+from reproduce.config import KNEE, ReproduceConfig, fingerprint
+from reproduce.sites import SiteCases, ensure_site
+
+REUSE = (
+    "One knee-only federation per seed (federated SSL pretraining + federated linear "
+    "fine-tuning) feeds rows 1 and 3 (its pretraining checkpoint: the backbone fine-tuned "
+    "locally), row 2 'federated', row 4 epsilon = inf and row 5 (its final model). One "
+    "random-init checkpoint per seed feeds the scratch and random-probe baselines of rows 1 "
+    "and 3. Row 5 reuses the evaluations of rows 4 and 1. Sites are generated once per run."
+)
+DEFINITIONS = (
+    "Scratch = the same architecture from its random init with the whole model trained "
+    "(`full` mode, backbone lr = scratch_backbone_lr_scale x head lr); random probe = that "
+    "random init frozen + linear probe. Rows 1 and 5 fine-tune on the knee pool (every knee "
+    "site's training cases, label fractions stratified) and evaluate on every knee site's "
+    "held-out split. Row 2 baselines get the federation's compute (local: its per-site "
+    "steps and epochs; centralized: pooled training cases, n_sites x the steps). Row 4 "
+    "applies client DP (DP-SGD, case-level) in both phases; sigma is chosen so that the "
+    "worst site spends at most the target over the whole federation."
+)
+
+
+def check_fingerprint(work: Path, config: ReproduceConfig) -> None:
+    """Refuse a work folder whose cells come from another configuration."""
+    path, current = work / "config.json", fingerprint(config)
+    if path.is_file():
+        saved = json.loads(path.read_text()).get("fingerprint")
+        if saved != current:
+            raise ValueError(
+                f"{work} holds results of another configuration (fingerprint {saved}, now "
+                f"{current}): choose another --out, or delete {work} to start over"
+            )
+    write_json_atomic(path, {"fingerprint": current, "config": to_dict(config)})
+
+
+def _sites(work: Path, config: ReproduceConfig, out: TextIO) -> dict[str, Path]:
+    folders = {}
+    for spec in config.phantom.sites:
+        started = time.perf_counter()
+        existed = (work / "sites" / spec.profile / "phantom.json").is_file()
+        folders[spec.profile] = ensure_site(work / "sites", spec=spec, phantom=config.phantom)
+        state = "reused" if existed else f"generated {spec.cases} cases"
+        print(f"site {spec.profile}: {state} ({time.perf_counter() - started:.1f} s)",
+              file=out, flush=True)
+    return folders
+
+
+def _seed_matrices(ctx: plan.Context, results: dict[str, Any]) -> None:
+    """Each seed's cross-site matrix into its main federation's run dir (+ its report)."""
+    models = specs.r2_models(ctx.config)
+    for seed in range(ctx.config.seeds):
+        fed = results.get(f"s{seed}.fed")
+        if fed is None:
+            continue
+        own = {k: v for k, v in results.items() if k.startswith(f"s{seed}.")}
+        matrix = tables.cross_site(own, models=models, sites=ctx.knee_sites(),
+                                   suffix_of=specs.r2)
+        run_dir = Path(fed["run_dir"])
+        write_json_atomic(run_dir / "cross_site.json", matrix)
+        try:
+            from core.reporting.federation_report import write_federation_report
+
+            write_federation_report(run_dir)
+        except Exception as err:  # noqa: BLE001 - the numbers are saved; the report is extra
+            print(f"warning: could not refresh {run_dir}/report.html: {err}", file=sys.stderr)
+
+
+def write_outputs(
+    *, out: Path, config: ReproduceConfig, results: dict[str, Any], meta: dict[str, Any],
+) -> dict[str, Any]:
+    """reproduce.json, reproduce.md, the cross-site matrix and the plots."""
+    rows = tables.table_rows(results, specs.lines(config))
+    contrasts = tables.contrast_rows(results, specs.contrasts(config))
+    matrix = tables.cross_site(results, models=specs.r2_models(config),
+                               sites=config.sites_of(KNEE), suffix_of=specs.r2)
+    work = out / "reproduce"
+    write_json_atomic(work / "cross_site.json", matrix)
+    pngs = {
+        "label_efficiency": plots.label_efficiency(results, config,
+                                                   out / "reproduce-label-efficiency.png"),
+        "privacy": plots.privacy(results, config, out / "reproduce-privacy.png"),
+        "cross_site": plots.cross_site_heatmap(matrix, out / "reproduce-cross-site.png"),
+    }
+    payload = {
+        **meta, "config": to_dict(config), "fingerprint": fingerprint(config), "reuse": REUSE,
+        "definitions": DEFINITIONS, "table": rows, "contrasts": contrasts, "cross_site": matrix,
+        "plots": {k: str(v) for k, v in pngs.items()}, "cells": results,
+    }
+    write_json_atomic(out / "reproduce.json", payload)
+    header = [
+        "# Reproduction of the paper's claims (synthetic sites)", "",
+        f"Produced {meta['date']} by `{meta['command']}`: {config.seeds} seed(s), "
+        f"wall time {meta['wall_s'] / 60:.1f} min this invocation, "
+        f"{meta['compute_s'] / 60:.1f} min of cell compute in all.",
+        "", f"Reuse: {REUSE}", "", f"Definitions: {DEFINITIONS}",
+    ]
+    if meta.get("failed"):
+        header += ["", f"**{len(meta['failed'])} cell(s) failed or were skipped**: "
+                   + "; ".join(f"{k}: {v}" for k, v in meta["failed"].items())]
+    text = tables.markdown(rows, contrasts, header=header)
+    write_bytes_atomic(out / "reproduce.md", text.encode())
+    return payload
+
+
+def run(*, config: ReproduceConfig, out: Path, command: str, stream: TextIO = sys.stdout) -> int:
+    """Run (or resume) the whole reproduction; 0 when every cell has a result."""
+    from reproduce.local import model_config
+
+    started = time.perf_counter()
+    out = Path(out).resolve()  # cells record checkpoint paths: make them cwd-independent
+    work = out / "reproduce"
+    work.mkdir(parents=True, exist_ok=True)
+    check_fingerprint(work, config)
+    cache = CellCache(work / "cells")
+    folders = _sites(work, config, stream)
+    ctx = plan.Context(config=config, work=work, cache=cache,
+                       sites=SiteCases(folders, model_config=model_config(config.model)))
+    cells = plan.site_cells(ctx) + [c for s in range(config.seeds) for c in plan.seed_cells(ctx, s)]
+    outcome = run_cells(cells, cache=cache, out=stream, log=work / "failures.log")
+    results = {c.key: r for c in cells if (r := cache.get(c.key)) is not None}
+    _seed_matrices(ctx, results)
+    meta = {
+        "command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "compute_s": round(sum(r.get("seconds", 0.0) for r in results.values()), 1),
+        "cells_run": len(outcome.done), "cells_cached": len(outcome.cached),
+        "failed": outcome.failed,
+    }
+    write_outputs(out=out, config=config, results=results, meta=meta)
+    print(f"wrote {out / 'reproduce.md'}, {out / 'reproduce.json'} and plots in "
+          f"{meta['wall_s'] / 60:.1f} min ({len(outcome.done)} cells run, "
+          f"{len(outcome.cached)} cached, {len(outcome.failed)} failed)", file=stream, flush=True)
+    return 1 if outcome.failed else 0

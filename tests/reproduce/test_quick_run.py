@@ -1,0 +1,59 @@
+"""End to end: `python -m reproduce --quick` (two real Flower federations, every row), then a
+rerun that finds every cell cached. About 2-2.5 minutes on one core."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from core.reporting.federation_run import load_cross_site
+from reproduce import specs
+from reproduce.config import load_reproduce_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _quick(out: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
+    return subprocess.run([sys.executable, "-m", "reproduce", "--quick", "--out", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_quick_run_fills_every_row_and_resumes(tmp_path):
+    out = tmp_path / "results"
+    first = _quick(out)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    payload = json.loads((out / "reproduce.json").read_text())
+    assert payload["failed"] == {} and payload["command"].startswith("python -m reproduce")
+    config = load_reproduce_config(quick=True)
+    rows = payload["table"]
+    assert len(rows) == len(specs.lines(config))
+    for row in "1234":
+        assert any(r["n_seeds"] == 1 for r in rows if r["row"] == row), row
+    # 3-4 held-out cases per site: a model may leave every label's AUC undefined, rarely
+    auc_rows = [r for r in rows if r["metric"] == "macro AUC"]
+    undefined = [r["setting"] for r in auc_rows if r["n_seeds"] == 0]
+    assert len(undefined) <= 2, undefined
+    spent = next(r for r in rows if r["path"] == "epsilon")
+    assert 0 < spent["mean"] <= config.privacy.epsilons[0] * 1.01
+    assert any(r["n_seeds"] == 1 for r in rows if r["row"] == "5")
+    matrix = load_cross_site(out / "reproduce" / "cross_site.json")
+    assert len(matrix["macro_auc"]) == 4 and len(matrix["sites"]) == 2
+    run_dir = Path(payload["cells"]["s0.fed"]["run_dir"])
+    assert load_cross_site(run_dir / "cross_site.json")["models"] == matrix["models"]
+    assert "Cross-site" in (run_dir / "report.html").read_text()
+    for name in ("label-efficiency", "privacy", "cross-site"):
+        assert (out / f"reproduce-{name}.png").stat().st_size > 1000
+    text = (out / "reproduce.md").read_text()
+    assert text.count("| 1. Label efficiency") == 1 and "Paper's claim" in text
+    progress = [line for line in first.stdout.splitlines() if line.startswith("[")]
+    assert len(progress) == len(payload["cells"]) and all("elapsed" in p for p in progress)
+
+    again = _quick(out)
+    assert again.returncode == 0, again.stderr[-3000:]
+    lines = [line for line in again.stdout.splitlines() if line.startswith("[")]
+    assert lines and all(": cached (" in line for line in lines)
+    assert json.loads((out / "reproduce.json").read_text())["cells_run"] == 0
