@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -110,6 +111,25 @@ def _probe(cases, *, init: Path, out: Path, seed: int, epochs: int) -> dict:
     return evaluate(model, cases)
 
 
+def _parse_taps(text: str) -> list[dict]:
+    """"10:middle,100:up.0" -> [{"timestep": 10, "block": "middle"}, ...]."""
+    taps = []
+    for item in text.split(","):
+        timestep, _, block = item.partition(":")
+        taps.append({"timestep": int(timestep), "block": block or "middle"})
+    return taps
+
+
+def _with_taps(checkpoint: Path, *, taps: list[dict], out: Path) -> Path:
+    """A copy of `checkpoint` whose model reads features from `taps` (same weights)."""
+    manifest = json.loads(checkpoint.with_suffix(".json").read_text())
+    manifest["config"]["model"]["features"]["taps"] = taps
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(checkpoint, out / "checkpoint.safetensors")
+    (out / "checkpoint.json").write_text(json.dumps(manifest))
+    return out / "checkpoint.safetensors"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/ssl-probe"))
@@ -121,6 +141,9 @@ def main() -> None:
     parser.add_argument("--probe-epochs", type=int, default=30)
     parser.add_argument("--probe-seeds", type=int, default=3)
     parser.add_argument(
+        "--taps", default="", help='probe these feature taps instead, e.g. "10:middle,100:up.0"'
+    )
+    parser.add_argument(
         "overrides", nargs="*", help="model overrides, e.g. model.features.taps=..."
     )
     args = parser.parse_args()
@@ -131,19 +154,25 @@ def main() -> None:
     )
     curve = _log_curve(runs["pretrained"]["dir"])
     result: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "loss": {}, "probe": {}}
-    print(f"\npretraining: {args.steps} steps x 3 views in {runs['pretrained']['seconds']:.0f} s")
+    seconds = runs["pretrained"]["seconds"]
+    how = f"in {seconds:.0f} s" if seconds > 5 else "(reused from an earlier run in --out)"
+    print(f"\npretraining: {args.steps} steps x 3 views {how}")
     for view, points in curve.items():
         early, late = _window_mean(points, first=True, n=3), _window_mean(points, first=False, n=3)
         result["loss"][view] = {"first": early, "last": late, "curve": points}
         print(f"  {view:9s} loss {early:.4f} (first 3 logs) -> {late:.4f} (last 3 logs)")
     cases = runs["pretrained"]["cases"]
+    label = args.taps.replace(":", "-").replace(",", "+")
     for name in ("random", "pretrained"):
+        init = runs[name]["dir"] / "checkpoint.safetensors"
+        if args.taps:
+            init = _with_taps(init, taps=_parse_taps(args.taps), out=args.out / f"{name}-{label}")
         scores = []
         for seed in range(args.probe_seeds):
             report = _probe(
                 cases,
-                init=runs[name]["dir"] / "checkpoint.safetensors",
-                out=args.out / f"probe-{name}-{seed}",
+                init=init,
+                out=args.out / f"probe-{name}-{label or 'default'}-{seed}",
                 seed=seed,
                 epochs=args.probe_epochs,
             )
@@ -153,7 +182,8 @@ def main() -> None:
             f"linear probe on {name:10s} backbone: macro AUC {np.mean(scores):.3f} +- "
             f"{np.std(scores):.3f} over {len(scores)} probe seeds ({report['n_cases']} held-out cases)"
         )
-    (args.out / "ssl_probe.json").write_text(json.dumps(result, indent=1))
+    name = f"ssl_probe-{label}.json" if label else "ssl_probe.json"
+    (args.out / name).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
