@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +42,39 @@ def facts_from_node_config(node_config: dict) -> SiteFacts:
     return SiteFacts(site_dir=site_dir, state_dir=Path(str(state)), site_id=site_id)
 
 
-def _error_reply(msg: Message, facts_or_none, err: Exception) -> Message:
-    where = facts_or_none.site_id if facts_or_none else "site"
-    return Message(Error(code=USER_ERROR, reason=f"{where}: {err}"), reply_to=msg)
+def _case_ids(site_dir: Path) -> list[str]:
+    try:
+        from core.data.manifest import load_site
+
+        return [p.name for p in load_site(site_dir).case_dirs()]
+    except (ValueError, OSError):
+        return []
+
+
+def redact(text: str, *, site_dir: Path) -> str:
+    """Error text that may leave the site: case ids (folder names, which hospitals often make
+    MRNs) and the site's paths replaced. The full text stays in the site's own error log."""
+    for root in sorted({str(site_dir.resolve()), str(site_dir)}, key=len, reverse=True):
+        text = text.replace(root, "<site>")
+    for case_id in sorted(_case_ids(site_dir), key=len, reverse=True):
+        text = re.sub(rf"(?<![\w.-]){re.escape(case_id)}(?![\w-])", "<case>", text)
+    return text
+
+
+def _log_locally(facts: SiteFacts, err: Exception) -> None:
+    """The unredacted error, for the site's operator only (`<state dir>/errors.log`)."""
+    try:
+        facts.state_dir.mkdir(parents=True, exist_ok=True)
+        with (facts.state_dir / "errors.log").open("a", encoding="utf-8") as handle:
+            handle.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {type(err).__name__}: {err}\n")
+    except OSError:
+        pass
+
+
+def _error_reply(msg: Message, facts: SiteFacts, err: Exception) -> Message:
+    where = facts.site_id or "site"
+    reason = redact(f"{err}", site_dir=facts.site_dir)
+    return Message(Error(code=USER_ERROR, reason=f"{where}: {reason}"), reply_to=msg)
 
 
 def handle_query(msg: Message, facts: SiteFacts) -> Message:
@@ -101,8 +132,10 @@ def _guarded(handler, msg: Message, facts: SiteFacts) -> Message:
     try:
         return handler(msg, facts)
     except (ValueError, FileNotFoundError, KeyError) as err:
-        log.error("%s: %s", facts.site_id or facts.site_dir, err)
-        return _error_reply(msg, facts, err)
+        _log_locally(facts, err)
+        reply = _error_reply(msg, facts, err)
+        log.error("%s (details in %s)", reply.error.reason, facts.state_dir / "errors.log")
+        return reply
 
 
 def _register(client: ClientApp, facts_of) -> ClientApp:

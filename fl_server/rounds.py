@@ -108,7 +108,7 @@ def _add_privacy(fed: Federation, record: dict, privacy: dict) -> None:
                 "sample_rate": float(m["dp_sample_rate"]),
                 "steps": int(m["dp_steps"]),
                 "delta": float(m["dp_delta"]),
-                "accountant": "rdp",
+                "accountant": fed.experiment.client_dp.accountant,
             }
     if not (privacy or site_eps):
         return

@@ -38,7 +38,9 @@ DEFINITIONS = (
     "held-out split. Row 2 baselines get the federation's compute (local: its per-site "
     "steps and epochs; centralized: pooled training cases, n_sites x the steps). Row 4 "
     "applies client DP (DP-SGD, case-level) in both phases; sigma is chosen so that the "
-    "worst site spends at most the target over the whole federation."
+    "worst site spends at most the target over the whole federation. The phantom sites and "
+    "their held-out splits are the same for every seed: the +- sd is training randomness "
+    "(initialisation, batches, noise, label subsets), not data sampling."
 )
 
 

@@ -124,7 +124,7 @@ def segmentation_models(config: ReproduceConfig) -> dict[str, str]:
     top = max(config.label_fractions)
     return {
         r4(None): "federated (federated SSL + federated linear fine-tune)",
-        r1("fed-partial", top): f"federated SSL + local partial fine-tune ({pct(top)})",
+        r1("fed-partial", top): f"federated SSL + pooled-knee partial fine-tune ({pct(top)})",
         r1("scratch-full", top): f"scratch, full ({pct(top)})",
     }
 

@@ -79,6 +79,16 @@ class ExperimentConfig:
                 raise ValueError(
                     f"experiment.{name}: rounds must be >= 0, min_sites >= 1, fraction in (0, 1]"
                 )
+        dp = self.client_dp
+        private_finetune = dp.enabled and "finetune" in dp.phases and self.finetune.rounds > 0
+        if private_finetune and self.finetune.train.mode != "linear":
+            raise ValueError(
+                f"finetune.train.mode={self.finetune.train.mode!r}: client DP fine-tuning supports "
+                "mode linear only; set finetune.train.mode=linear or client_dp.phases=[pretrain]"
+            )
+        for name in ("pretrain", "finetune"):
+            if dp.enabled and name in dp.phases and getattr(self, name).train.bf16:
+                raise ValueError(f"{name}.train.bf16 is not supported with client DP: set it false")
 
 
 def load_experiment(path: str | Path, *, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -103,6 +103,7 @@ def finetune_privately(
     state_dir: Path,
     index: int,
     site_id: str,
+    subset_seed: int | None = None,
 ) -> tuple[PrivateRound, FinetuneResult | None]:
     """Check the site budget, fine-tune the heads by DP-SGD, spend the budget.
 
@@ -115,7 +116,7 @@ def finetune_privately(
         )
     if config.bf16:
         raise ValueError("train.bf16 is not supported with client DP: set train.bf16=false")
-    chosen = select_training_cases(cases, model=model, config=config)
+    chosen = select_training_cases(cases, model=model, config=config, subset_seed=subset_seed)
     rate = sample_rate(batch_size=config.batch_size, cases=len(chosen))
     steps = dp_steps(epochs=config.epochs, rate=rate)
     entries = round_entries(rates=[rate], steps=steps, config=dp)

@@ -41,8 +41,12 @@ def annotated(case, model: OrthoModel) -> bool:
     return case.labels is not None or has_mask
 
 
-def select_training_cases(cases: Sequence, *, model: OrthoModel, config: FinetuneConfig) -> list:
-    """Non-held-out annotated cases, reduced to the stratified label fraction."""
+def select_training_cases(
+    cases: Sequence, *, model: OrthoModel, config: FinetuneConfig, subset_seed: int | None = None
+) -> list:
+    """Non-held-out annotated cases, reduced to the stratified label fraction (the subset
+    drawn with `subset_seed`, default `config.seed`: a federation keeps it fixed across
+    rounds so that a site never trains on more than its fraction)."""
     candidates = [c for c in cases if not c.heldout and annotated(c, model)]
     if not candidates:
         raise ValueError(
@@ -53,7 +57,7 @@ def select_training_cases(cases: Sequence, *, model: OrthoModel, config: Finetun
         stratified_subset(
             [(c.case_id, c.labels) for c in candidates],
             fraction=config.label_fraction,
-            seed=config.seed,
+            seed=config.seed if subset_seed is None else subset_seed,
         )
     )
     return [c for c in candidates if c.case_id in keep]
@@ -129,12 +133,13 @@ def _epoch(
 
 
 def finetune(
-    model: OrthoModel, cases: Sequence, *, config: FinetuneConfig, progress: bool = False
+    model: OrthoModel, cases: Sequence, *, config: FinetuneConfig, progress: bool = False,
+    subset_seed: int | None = None,
 ) -> FinetuneResult:
     """Train `model` in place on the selected training cases for `config.epochs` epochs."""
     if config.epochs < 1 or config.batch_size < 1:
         raise ValueError("train.epochs and train.batch_size must be >= 1")
-    chosen = select_training_cases(cases, model=model, config=config)
+    chosen = select_training_cases(cases, model=model, config=config, subset_seed=subset_seed)
     backbone_params = set_trainable(model, mode=config.mode)
     optimizer = build_optimizer(model, backbone_params=backbone_params, config=config)
     proximal = attach_proximal_term(optimizer, mu=config.proximal_mu)
@@ -142,8 +147,26 @@ def finetune(
     if config.mode == "linear":
         with torch.no_grad():
             cached = encode_in_chunks(model, chosen, batch_size=config.batch_size)
-    generator = torch.Generator().manual_seed(config.seed)
     result = FinetuneResult(case_ids=[c.case_id for c in chosen])
+    try:
+        _train_epochs(
+            model, chosen=chosen, cached=cached, optimizer=optimizer, config=config,
+            result=result, progress=progress,
+        )
+    finally:
+        if proximal is not None:
+            proximal.remove()
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return result
+
+
+def _train_epochs(
+    model: OrthoModel, *, chosen: list, cached: EncodedCases | None,
+    optimizer: torch.optim.Optimizer, config: FinetuneConfig, result: FinetuneResult,
+    progress: bool,
+) -> None:
+    generator = torch.Generator().manual_seed(config.seed)
     with training_progress(
         title=f"finetune ({config.mode})", total=config.epochs, enabled=progress
     ) as bar:
@@ -158,8 +181,3 @@ def finetune(
             )
             result.epoch_losses.append(loss)
             bar.advance(status=f"loss {loss:.4f}")
-    if proximal is not None:
-        proximal.remove()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return result

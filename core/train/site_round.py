@@ -210,18 +210,19 @@ def finetune_round(
         groups_of_model=_all_groups,
     )
     config = replace(train, seed=derived_seed(seed, index, site_id))
+    subset_seed = derived_seed(seed, "label-subset", site_id)  # the same subset every round
     if client_dp is not None and client_dp.enabled and "finetune" in client_dp.phases:
         from core.train.dp_finetune import finetune_privately
 
         private, result = finetune_privately(
             model, cases, config=config, dp=client_dp, state_dir=state_dir, index=index,
-            site_id=site_id,
+            site_id=site_id, subset_seed=subset_seed,
         )
         if result is None:
             return LocalResult(site_id=site_id, arrays={}, examples={}, refused=private.refused)
         metrics = dict(private.metrics or {})
     else:
-        result = finetune(model, cases, config=config)
+        result = finetune(model, cases, config=config, subset_seed=subset_seed)
         metrics = {"loss": float(result.epoch_losses[-1]) if result.epoch_losses else float("nan")}
     trained = [g for g in groups if g.startswith("head.")]
     if train.mode != "linear":

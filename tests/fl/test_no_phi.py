@@ -104,3 +104,18 @@ def test_no_phi_in_replies_run_dir_or_logs(tmp_path):
     assert _scan(run_dir) == {}
     logs = result.stdout + result.stderr
     assert [n for n in NEEDLES if n in logs] == []
+
+
+def test_error_texts_leave_the_site_without_case_ids_or_paths(tmp_path):
+    # Flower's Message needs a running federation; the text a reply carries is `redact`'s
+    from fl_client.app import SiteFacts, _log_locally, redact
+
+    site = make_site(tmp_path / "knee-e", joint="knee", site_id="knee-e", seed=13,
+                     case_prefix="MRN4471923-", n_cases=2)
+    err = ValueError(f"{site.resolve()}/MRN4471923-1: case 'MRN4471923-1' has 7 labels")
+    reason = redact(str(err), site_dir=site)
+    assert [n for n in NEEDLES if n in reason] == [] and str(tmp_path) not in reason
+    assert reason == "<site>/<case>: case '<case>' has 7 labels"
+    facts = SiteFacts(site_dir=site, state_dir=tmp_path / "state", site_id="knee-e")
+    _log_locally(facts, err)
+    assert "MRN4471923-1" in (tmp_path / "state" / "errors.log").read_text()  # kept at the site
