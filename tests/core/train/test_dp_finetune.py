@@ -43,11 +43,16 @@ def test_per_case_gradients_match_one_backward_per_case(tiny_config, knee_cases)
             torch.testing.assert_close(g[i], expected)
 
 
-def test_each_case_is_clipped_to_max_grad_norm(tiny_config, knee_cases):
+def test_step_gradient_is_the_mean_of_clipped_per_case_gradients(tiny_config, knee_cases):
     model = build_model(tiny_config, joint="knee", seed=0)
     cached = _encoded(model, knee_cases)
     params = list(model.head.parameters())
     clip, n = 1e-3, len(cached.case_ids)
+    raw = _per_case_gradients(model, cached, params=params)
+    norms = torch.sqrt(sum((g.flatten(1) ** 2).sum(1) for g in raw))
+    assert bool((norms > clip).all())  # clipping is active for every case
+    factors = torch.clamp(clip / (norms + 1e-6), max=1.0)
+    expected = [(g * factors.view(-1, *[1] * (g.dim() - 1))).sum(0) / n for g in raw]
     optimizer = DPOptimizer(
         torch.optim.SGD(params, lr=0.0),
         noise_multiplier=0.0,
@@ -56,12 +61,8 @@ def test_each_case_is_clipped_to_max_grad_norm(tiny_config, knee_cases):
         loss_reduction="mean",
     )
     _private_step(model, cached=cached, optimizer=optimizer, rate=1.0, generator=None)
-    total = torch.sqrt(sum((p.grad**2).sum() for p in params))
-    raw = _per_case_gradients(model, cached, params=params)
-    raw_norms = torch.sqrt(sum((g.flatten(1) ** 2).sum(1) for g in raw))
-    assert bool((raw_norms > clip).all())  # clipping is active for every case
-    assert float(total) <= clip * 1.0001  # mean of n vectors of norm <= clip
-    assert float(total) > 0.0
+    for p, e in zip(params, expected, strict=True):
+        torch.testing.assert_close(p.grad, e, rtol=1e-4, atol=1e-9)
 
 
 def test_private_finetuning_trains_heads_and_spends_the_budget(tiny_config, knee_cases, tmp_path):
@@ -104,3 +105,60 @@ def test_only_linear_mode_is_private(tiny_config, knee_cases, tmp_path, mode):
         finetune_privately(
             model, knee_cases, config=config, dp=DP, state_dir=tmp_path, index=1, site_id="k"
         )
+
+
+def test_site_round_spends_then_refuses_and_reports_no_loss(
+    tiny_config, knee_cases, tmp_path, monkeypatch
+):
+    from types import SimpleNamespace
+
+    from core.train import site_round
+    from core.views import Joint
+
+    monkeypatch.setattr(site_round, "_cases", lambda site, config: knee_cases)
+    model = build_model(tiny_config, joint="knee", seed=0)
+    global_arrays = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    dp = ClientDPConfig(**{**DP.__dict__, "max_epsilon": None})
+
+    def run(index, config):
+        return site_round.finetune_round(
+            site=SimpleNamespace(joint=Joint.KNEE),
+            site_id="knee-a",
+            state_dir=tmp_path,
+            index=index,
+            seed=0,
+            model_config=tiny_config,
+            train=CONFIG,
+            global_arrays=global_arrays,
+            client_dp=config,
+        )
+
+    first = run(3, dp)
+    assert not first.refused and "loss" not in first.metrics
+    assert first.metrics["epsilon"] > 0 and first.metrics["dp_steps"] > 0
+    assert first.arrays and all(k.startswith("head.knee.") for k in first.arrays)
+    spent = first.metrics["epsilon"]
+    refused = run(4, ClientDPConfig(**{**DP.__dict__, "max_epsilon": spent * 1.2}))
+    assert refused.refused.startswith("privacy budget exhausted") and refused.arrays == {}
+
+
+def test_proximal_term_also_acts_under_dp(tiny_config, knee_cases, tmp_path):
+    moved = {}
+    for mu in (0.0, 50.0):
+        model = build_model(tiny_config, joint="knee", seed=0)
+        start = _snapshot(model.head.parameters())
+        config = FinetuneConfig(epochs=2, batch_size=3, lr=1e-2, proximal_mu=mu)
+        finetune_privately(
+            model,
+            knee_cases,
+            config=config,
+            dp=DP,
+            state_dir=tmp_path / str(mu),
+            index=1,
+            site_id="knee-a",
+        )
+        moved[mu] = sum(
+            float((p.detach() - s).pow(2).sum())
+            for p, s in zip(model.head.parameters(), start, strict=True)
+        )
+    assert moved[50.0] < 0.5 * moved[0.0]
