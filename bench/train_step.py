@@ -93,20 +93,27 @@ def bench_preset(name: str, *, batch: int, repeats: int, extras: bool) -> dict:
     bare_opt = torch.optim.Adam(bare_net.parameters(), lr=1e-4)
     clean = volume(config, batch)
     g_ours, g_bare = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    ours, bare = [], []
-    for _ in range(repeats):  # interleaved so drifting machine load hits both alike
-        ours.append(
-            seconds(
-                lambda: pretrain_step(
-                    unet=ours_net,
-                    optimizer=ours_opt,
-                    scheduler=scheduler,
-                    clean=clean,
-                    generator=g_ours,
-                )
+    def ours_step() -> float:
+        return seconds(
+            lambda: pretrain_step(
+                unet=ours_net, optimizer=ours_opt, scheduler=scheduler, clean=clean,
+                generator=g_ours,
             )
         )
-        bare.append(seconds(lambda: bare_step(bare_net, bare_opt, scheduler, clean, g_bare)))
+
+    def bare_timed() -> float:
+        return seconds(lambda: bare_step(bare_net, bare_opt, scheduler, clean, g_bare))
+
+    if repeats > 1:  # one untimed full-size step each: Adam state and allocator warm for both
+        ours_step(), bare_timed()
+    ours, bare = [], []
+    for i in range(repeats):  # interleaved, alternating who goes first, so load hits both alike
+        if i % 2:
+            bare.append(bare_timed())
+            ours.append(ours_step())
+        else:
+            ours.append(ours_step())
+            bare.append(bare_timed())
     row = {
         "preset": name,
         "batch": batch,
@@ -194,7 +201,7 @@ def bf16_curve(steps: int, *, console: Console) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="tiny,paper")
-    parser.add_argument("--tiny-repeats", type=int, default=2)
+    parser.add_argument("--tiny-repeats", type=int, default=4)
     parser.add_argument("--paper-extras", action="store_true")
     parser.add_argument("--bf16-curve", type=int, default=0, metavar="STEPS")
     args = parser.parse_args()
