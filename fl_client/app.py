@@ -54,8 +54,7 @@ def _case_ids(site_dir: Path) -> list[str]:
 def redact(text: str, *, site_dir: Path) -> str:
     """Error text that may leave the site: case ids (folder names, which hospitals often make
     MRNs) and the site's paths replaced. The full text stays in the site's own error log."""
-    for root in sorted({str(site_dir.resolve()), str(site_dir)}, key=len, reverse=True):
-        text = text.replace(root, "<site>")
+    text = text.replace(str(site_dir.resolve()), "<site>")  # a relative one names no patient
     for case_id in sorted(_case_ids(site_dir), key=len, reverse=True):
         text = re.sub(rf"(?<![\w.-]){re.escape(case_id)}(?![\w-])", "<case>", text)
     return text

@@ -116,6 +116,7 @@ def test_error_texts_leave_the_site_without_case_ids_or_paths(tmp_path):
     reason = redact(str(err), site_dir=site)
     assert [n for n in NEEDLES if n in reason] == [] and str(tmp_path) not in reason
     assert reason == "<site>/<case>: case '<case>' has 7 labels"
+    assert redact("a.b in 1.5 T: ok", site_dir=site) == "a.b in 1.5 T: ok"
     facts = SiteFacts(site_dir=site, state_dir=tmp_path / "state", site_id="knee-e")
     _log_locally(facts, err)
     assert "MRN4471923-1" in (tmp_path / "state" / "errors.log").read_text()  # kept at the site
