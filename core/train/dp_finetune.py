@@ -25,7 +25,12 @@ from opacus.optimizers import DPOptimizer
 from core.config import FinetuneConfig
 from core.models.encode import EncodedCases, encode_in_chunks
 from core.models.registry import OrthoModel
-from core.train.dp_pretrain import PrivateRound, poisson_indices, secure_generator
+from core.train.dp_pretrain import (
+    PrivateRound,
+    poisson_indices,
+    release_optimizer,
+    secure_generator,
+)
 from core.train.finetune import (
     FinetuneResult,
     build_optimizer,
@@ -86,14 +91,6 @@ def _private_step(
     optimizer.step()
 
 
-def _release(optimizer: DPOptimizer) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    for p in optimizer.params:
-        for attr in ("grad_sample", "summed_grad"):
-            if hasattr(p, attr):
-                delattr(p, attr)
-
-
 def finetune_privately(
     model: OrthoModel,
     cases: Sequence,
@@ -149,7 +146,7 @@ def finetune_privately(
         for _ in range(steps):
             _private_step(model, cached=cached, optimizer=optimizer, rate=rate, generator=generator)
     finally:
-        _release(optimizer)
+        release_optimizer(optimizer)
         if proximal is not None:
             proximal.remove()
         for p in model.parameters():

@@ -143,14 +143,19 @@ def private_step(
     return loss
 
 
+def release_optimizer(optimizer: DPOptimizer) -> None:
+    """Drop the gradients and per-case buffers Opacus leaves on the optimizer's parameters."""
+    optimizer.zero_grad(set_to_none=True)
+    for p in optimizer.params:
+        for attr in ("grad_sample", "summed_grad"):
+            if hasattr(p, attr):
+                delattr(p, attr)
+
+
 def release(views: dict[View, PrivateView]) -> None:
     """Drop the per-case gradient buffers Opacus leaves on the trainer's parameters."""
     for view in views.values():
-        view.optimizer.zero_grad(set_to_none=True)
-        for p in view.optimizer.params:
-            for attr in ("grad_sample", "summed_grad"):
-                if hasattr(p, attr):
-                    delattr(p, attr)
+        release_optimizer(view.optimizer)
 
 
 def train_private(

@@ -11,8 +11,7 @@ from core.commands import model as model_commands
 from core.config import PreprocessConfig
 from core.data.manifest import SiteManifest, load_site, write_manifest
 from core.views import KNEE_STRUCTURES, LABELS, Joint
-
-from .conftest import random_case
+from tests.core.tiny_model import random_case
 
 TINY = [
     "model.input_slices=8",

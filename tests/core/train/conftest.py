@@ -1,4 +1,4 @@
-"""Fixtures for training tests: the shared tiny model and random cases (tiny_model.py)."""
+"""Fixtures for training tests: knee cases of the shared random-case builder, one thread."""
 
 from __future__ import annotations
 
@@ -6,21 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import ModelConfig, load_config
 from core.views import VIEWS, Joint
-from tests.core.tiny_model import TINY_MODEL, random_case
-
-__all__ = ["TINY_MODEL", "random_case"]
-
-
-@pytest.fixture
-def tiny_config() -> ModelConfig:
-    return load_config(ModelConfig, data=TINY_MODEL)
-
-
-@pytest.fixture
-def make_case():
-    return random_case
+from tests.core.tiny_model import random_case
 
 
 @pytest.fixture

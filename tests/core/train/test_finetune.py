@@ -13,8 +13,7 @@ from core.models.registry import build_model
 from core.train.finetune import finetune, select_training_cases
 from core.train.loops import run_finetuning
 from core.views import KNEE_STRUCTURES, LABELS, VIEWS, Joint
-
-from .conftest import TINY_MODEL, random_case
+from tests.core.tiny_model import TINY_MODEL, random_case
 
 
 def _snapshot(params):

@@ -10,8 +10,7 @@ from core.train.ema import create_ema
 from core.train.loops import run_pretraining
 from core.train.pretrain import training_volumes
 from core.views import View
-
-from .conftest import TINY_MODEL
+from tests.core.tiny_model import TINY_MODEL
 
 
 def _config(steps, **train):

@@ -1,4 +1,5 @@
-"""Fixtures for model tests: the shared tiny model and random cases (tests/core/tiny_model.py)."""
+"""Fixtures shared by the core tests: the tiny model config and the random-case builder
+(tests/core/tiny_model.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import pytest
 
 from core.config import ModelConfig, load_config
 from tests.core.tiny_model import TINY_MODEL, random_case
-
-__all__ = ["TINY_MODEL", "random_case"]
 
 
 @pytest.fixture
