@@ -102,11 +102,13 @@ def _tendons(j: Jitter) -> dict:
 def _lesion_params(rng: np.random.Generator) -> dict[str, dict]:
     u = rng.uniform
     return {
-        "atfl_injury": {"frac": u(0.3, 0.7), "gap": u(2.5, 5)},
-        "cfl_injury": {"frac": u(0.3, 0.7), "gap": u(3, 5)},
+        # Subtle on purpose (2-4 mm defects, thin edema cuff): with 2.5-5 mm gaps and a 1.6x
+        # swollen cuff, a probe on random-init features already reached AUC 0.97 on the ankle.
+        "atfl_injury": {"frac": u(0.3, 0.7), "gap": u(2, 4)},
+        "cfl_injury": {"frac": u(0.3, 0.7), "gap": u(2, 4)},
         "achilles_tendon_rupture": {"height": u(20, 50), "gap": u(6, 14)},
         "osteochondral_lesion_talus": {"side": float(rng.choice([-1.0, 1.0])),
-                                       "y": u(-8, 4), "size": u(3, 5), "edema": u(6, 10)},
+                                       "y": u(-8, 4), "size": u(2, 4), "edema": u(3, 6)},
     }
 
 
@@ -142,7 +144,7 @@ def _ligament_parts(a, scene: Scene, lp, present) -> list[Part]:
         parts.append(tendon(name, pts, radii, width_dir=wd))
     for name, label in (("atfl", "atfl_injury"), ("cfl", "cfl_injury")):
         pts, radii, wd = a[name]
-        torn, region = torn_tendon(name, pts, radii, width_dir=wd, **lp[label], swell=1.6)
+        torn, region = torn_tendon(name, pts, radii, width_dir=wd, **lp[label], swell=1.2)
         parts += torn if present[label] else [tendon(name, pts, radii, width_dir=wd)]
         scene.lesion_regions[label] = region
     pts, radii, wd = a["achilles"]
