@@ -121,6 +121,7 @@ def handle_evaluate(msg: Message, facts: SiteFacts) -> Message:
         seed=int(config[records.SEED]),
         model_json=json.loads(str(params["model"])),
         global_arrays=records.record_to_arrays(msg.content[records.ARRAYS]),
+        other_models=records.local_models_in(msg.content),
     )
     metrics[records.COMPUTE_S] = round(time.monotonic() - started, 3)
     reply = records.build_reply(site_id=site_id, arrays={}, examples={}, metrics=metrics)

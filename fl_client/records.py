@@ -17,6 +17,7 @@ ARRAYS = "arrays"
 CONFIG = "config"
 METRICS = "metrics"
 STATUS = "status"
+LOCAL_MODEL_PREFIX = "local/"  # "local/<site>": a local-only model in an evaluate message
 
 # ConfigRecord keys sent by the server
 PHASE = "phase"
@@ -121,6 +122,12 @@ def parse_reply(content: RecordDict) -> dict[str, Any]:
         "metrics": other,
         "refused": str(status.get(REFUSED, "")),
     }
+
+
+def local_models_in(content: RecordDict) -> dict[str, dict[str, np.ndarray]]:
+    """The local-only models an evaluate message carries (cross-site matrix), by site."""
+    return {key[len(LOCAL_MODEL_PREFIX):]: record_to_arrays(value)
+            for key, value in content.items() if key.startswith(LOCAL_MODEL_PREFIX)}
 
 
 def record_bytes(content: RecordDict) -> int:

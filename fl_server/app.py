@@ -69,6 +69,8 @@ def round_plan(experiment: ExperimentConfig) -> list[tuple[str, int]]:
     """(phase, round within phase) for every round of the federation, in order."""
     plan = [("pretrain", r) for r in range(1, experiment.pretrain.rounds + 1)]
     plan += [("finetune", r) for r in range(1, experiment.finetune.rounds + 1)]
+    if experiment.evaluate.enabled and experiment.evaluate.cross_site:
+        plan.append(("local-only", 1))  # core.train.site_round.LOCAL_ONLY
     if experiment.evaluate.enabled:
         plan.append(("evaluate", 1))
     return plan
@@ -171,6 +173,10 @@ class Federation:
             started = time.monotonic()
             if phase == "evaluate":
                 record = run_evaluate_round(self, round_=round_, index=index)
+            elif phase == "local-only":
+                from fl_server.cross_site import run_local_only_round
+
+                record = run_local_only_round(self, round_=round_, index=index)
             else:
                 record = run_train_round(self, phase=phase, round_=round_, index=index)
             record["wall_s"] = round(time.monotonic() - started, 3)

@@ -16,6 +16,8 @@ def _summary(record: dict[str, Any]) -> str:
     if record["phase"] == "finetune":
         losses = [m["loss"] for m in metrics.values() if "loss" in m]
         return f"mean task loss {sum(losses) / len(losses):.4f}" if losses else ""
+    if record["phase"] == "local-only":
+        return f"local-only models kept for {len(metrics)} site(s)"
     weighted = record.get("weighted", {})
     parts = [f"{k} {weighted[k]:.3f}" for k in ("macro_auc", "mean_dice") if k in weighted]
     return "weighted " + ", ".join(parts) if parts else ""

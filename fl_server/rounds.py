@@ -32,9 +32,12 @@ def _select(fed: Federation, *, index: int, fraction: float, min_sites: int) -> 
     return chosen, len(chosen) / max(1, len(live))
 
 
-def _send(fed: Federation, *, chosen: list[int], content, message_type: str, timeout_s: float):
-    msgs = [Message(content, dst_node_id=n, message_type=message_type) for n in chosen]
-    bytes_down = records.record_bytes(content) * len(chosen)
+def _send(fed: Federation, *, chosen: list[int], content, message_type: str, timeout_s: float,
+          per_node: dict | None = None):
+    """Send `content` (or `per_node[node]` where given) to every chosen node and wait."""
+    contents = {n: (per_node or {}).get(n, content) for n in chosen}
+    msgs = [Message(contents[n], dst_node_id=n, message_type=message_type) for n in chosen]
+    bytes_down = sum(records.record_bytes(c) for c in contents.values())
     replies = list(fed.grid.send_and_receive(msgs, timeout=timeout_s))
     return replies, bytes_down
 
@@ -123,8 +126,14 @@ def run_evaluate_round(fed: Federation, *, round_: int, index: int) -> dict[str,
     plan = fed.experiment.evaluate
     chosen, _ = _select(fed, index=index, fraction=1.0, min_sites=plan.min_sites)
     content = fed.instruction(phase="evaluate", round_=round_, index=index)
+    per_node = None
+    if plan.cross_site:
+        from fl_server.cross_site import evaluate_contents
+
+        per_node = evaluate_contents(fed, base=content, chosen=chosen)
     replies, bytes_down = _send(
-        fed, chosen=chosen, content=content, message_type=MessageType.EVALUATE, timeout_s=plan.timeout_s
+        fed, chosen=chosen, content=content, message_type=MessageType.EVALUATE,
+        timeout_s=plan.timeout_s, per_node=per_node,
     )
     metrics: dict[str, dict[str, float]] = {}
     failures = []
@@ -147,9 +156,13 @@ def run_evaluate_round(fed: Federation, *, round_: int, index: int) -> dict[str,
             "bytes_down": int(bytes_down),
             "bytes_up": int(bytes_up),
             "metrics": metrics,
-            "weighted": weighted_metrics(metrics),
         }
     )
+    if plan.cross_site:
+        from fl_server.cross_site import finish_cross_site
+
+        finish_cross_site(fed, record)
+    record["weighted"] = weighted_metrics(metrics)
     return record
 
 

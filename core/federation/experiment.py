@@ -47,6 +47,11 @@ class EvaluatePhase:
     enabled: bool = True
     timeout_s: float = 1800.0
     min_sites: int = 1
+    # Cross-site matrix: before evaluating, every site also trains a local-only model (the
+    # federation's schedule, alone; one extra round that costs about a whole federation), and
+    # every site evaluates the global model and each same-joint local-only model on its
+    # held-out split. Writes RUN_DIR/cross_site.json, shown in report.html.
+    cross_site: bool = False
 
 
 @dataclass
@@ -86,6 +91,13 @@ class ExperimentConfig:
                 f"finetune.train.mode={self.finetune.train.mode!r}: client DP fine-tuning supports "
                 "mode linear only; set finetune.train.mode=linear or client_dp.phases=[pretrain]"
             )
+        if self.evaluate.cross_site and (dp.enabled or self.server_dp.enabled):
+            raise ValueError(
+                "evaluate.cross_site sends each site's local-only model, which neither client_dp "
+                "nor server_dp protects: set evaluate.cross_site=false or turn DP off"
+            )
+        if self.evaluate.cross_site and not self.evaluate.enabled:
+            raise ValueError("evaluate.cross_site needs evaluate.enabled=true")
         for name in ("pretrain", "finetune"):
             if dp.enabled and name in dp.phases and getattr(self, name).train.bf16:
                 raise ValueError(f"{name}.train.bf16 is not supported with client DP: set it false")

@@ -45,7 +45,8 @@ def _missing_heads_message(path: str | Path, joint: Joint, tensors: dict) -> str
             "from pretraining): fine-tune it first ('orthofed finetune')"
         )
     has = "; ".join(
-        f"{other} ({', '.join(names.get(h, h) for h in kinds)})" for other, kinds in held.items()
+        f"{other} ({', '.join(names.get(h, h) for h in sorted(kinds))})"
+        for other, kinds in sorted(held.items())
     )
     return (
         f"{path}: no {joint.value} heads in this checkpoint, it has heads for {has}: evaluate "

@@ -130,6 +130,8 @@ def _cell(record: dict[str, Any], site: str) -> str:
     ]
     if record.get("phase") == "evaluate" and site in record.get("metrics", {}):
         sent.append("eval")
+    if record.get("phase") == "local-only" and site in record.get("metrics", {}):
+        sent.append("local model")
     sent += [
         f"✗ {short_group(str(r.get('group', '*')))}"
         for r in record.get("rejected", [])

@@ -23,6 +23,7 @@ from core.train.privacy import ClientDPConfig, parse_client_dp
 from core.train.proximal import attach_proximal_term
 
 STATE_PREFIX = "pretrain-state-"
+LOCAL_ONLY = "local-only"  # the phase that trains a site's local-only model (cross-site)
 
 
 @dataclass
@@ -262,7 +263,14 @@ def train_round(
             model_config=model_config, train=load_config(FinetuneConfig, data=train_json),
             global_arrays=global_arrays, client_dp=client_dp,
         )
-    raise ValueError(f"unknown phase {phase!r}: expected pretrain or finetune")
+    if phase == LOCAL_ONLY:
+        from core.train.local_only import LocalOnlyPlan, local_only_round
+
+        return local_only_round(
+            site=site, site_id=sid, state_dir=state_dir, seed=seed, model_config=model_config,
+            plan=LocalOnlyPlan.from_json(train_json), initial_arrays=global_arrays,
+        )
+    raise ValueError(f"unknown phase {phase!r}: expected pretrain, finetune or {LOCAL_ONLY}")
 
 
 def flatten_metrics(report: dict[str, Any]) -> dict[str, float]:
@@ -292,17 +300,33 @@ def shared_evaluation(flat: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in flat.items() if k.startswith(SHARED_EVALUATION)}
 
 
+CROSS_PREFIX = "cross/"
+
+
 def evaluate_round(
-    *, site_dir: Path, site_id: str, seed: int, model_json: dict, global_arrays: dict[str, np.ndarray]
+    *, site_dir: Path, site_id: str, seed: int, model_json: dict,
+    global_arrays: dict[str, np.ndarray],
+    other_models: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> tuple[str, dict[str, float]]:
-    """Evaluate the global model on this site's held-out split."""
+    """Evaluate the global model on this site's held-out split; with `other_models` (name ->
+    arrays: the other sites' local-only models, for the cross-site matrix) also each of them,
+    reported as `cross/<name>/macro_auc`."""
     from core.models.predict import evaluate
 
     site = _site(site_dir)
     model_config = load_config(ModelConfig, data=model_json)
     cases = _cases(site, model_config)
-    model, _ = _model_with_global(
-        site=site, model_config=model_config, seed=seed, global_arrays=global_arrays,
-        groups_of_model=_all_groups,
-    )
-    return site_id or site.site_id, shared_evaluation(flatten_metrics(evaluate(model, cases)))
+
+    def metrics_of(arrays: dict[str, np.ndarray]) -> dict[str, float]:
+        model, _ = _model_with_global(
+            site=site, model_config=model_config, seed=seed, global_arrays=arrays,
+            groups_of_model=_all_groups,
+        )
+        return shared_evaluation(flatten_metrics(evaluate(model, cases)))
+
+    metrics = metrics_of(global_arrays)
+    for name, arrays in (other_models or {}).items():
+        value = metrics_of(arrays).get("macro_auc")
+        if value is not None:
+            metrics[f"{CROSS_PREFIX}{name}/macro_auc"] = value
+    return site_id or site.site_id, metrics

@@ -31,3 +31,18 @@ def test_client_dp_finetuning_needs_linear_mode_before_any_round(mode):
 def test_client_dp_refuses_bf16():
     with pytest.raises(ValueError, match="bf16"):
         load_experiment(CONFIGS / "demo-dp.yaml", overrides=["pretrain.train.bf16=true"])
+
+
+@pytest.mark.parametrize("dp", [["client_dp.enabled=false"], ["server_dp.enabled=false"]])
+def test_cross_site_refuses_dp_at_load(dp):
+    # local-only models leave the sites un-noised: not allowed in a DP run (either kind)
+    with pytest.raises(ValueError, match="cross_site"):
+        load_experiment(CONFIGS / "demo-dp.yaml", overrides=["evaluate.cross_site=true", *dp])
+    assert load_experiment(CONFIGS / "demo.yaml",
+                           overrides=["evaluate.cross_site=true"]).evaluate.cross_site
+
+
+def test_cross_site_needs_evaluation():
+    with pytest.raises(ValueError, match="evaluate.enabled"):
+        load_experiment(CONFIGS / "demo.yaml",
+                        overrides=["evaluate.cross_site=true", "evaluate.enabled=false"])
