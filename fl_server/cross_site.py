@@ -86,10 +86,11 @@ def run_local_only_round(fed: Federation, *, round_: int, index: int) -> dict[st
     return record
 
 
-def evaluate_contents(fed: Federation, *, base: RecordDict, chosen: list[int]) -> dict[int, RecordDict]:
+def evaluate_contents(
+    fed: Federation, *, base: RecordDict, chosen: list[int]
+) -> dict[int, RecordDict]:
     """Per node: the evaluate instruction plus the local-only models of that node's joint."""
     from core.federation.cross_site import load_local_models
-
     from fl_server.rounds import _site_name
 
     joints = {n: str(fed.sites.get(n, {}).get("joint", "")) for n in chosen}
