@@ -109,12 +109,17 @@ def evaluate_contents(
 
 def finish_cross_site(fed: Federation, record: dict[str, Any]) -> None:
     """Move `cross/...` metrics out of the per-site metrics into the matrix file."""
-    from core.federation.cross_site import cross_site_matrix, write_cross_site
+    from core.federation.cross_site import (
+        cross_site_matrix,
+        local_model_path,
+        write_cross_site,
+    )
     from core.train.site_round import CROSS_PREFIX
 
-    local_sites = sorted({k[len(CROSS_PREFIX):].rsplit("/", 1)[0]
-                          for m in record["metrics"].values() for k in m
-                          if k.startswith(CROSS_PREFIX)})
+    reported = {k[len(CROSS_PREFIX):].rsplit("/", 1)[0]
+                for m in record["metrics"].values() for k in m if k.startswith(CROSS_PREFIX)}
+    kept = {s for s in record["sampled"] if local_model_path(fed.run.root, s).is_file()}
+    local_sites = sorted(reported | kept)  # a model nobody could score still gets a null row
     matrix = cross_site_matrix(record["metrics"], local_sites=local_sites, prefix=CROSS_PREFIX)
     for values in record["metrics"].values():
         for key in [k for k in values if k.startswith(CROSS_PREFIX)]:
