@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orthofed.server")
 
-def local_only_instruction(fed: Federation, *, index: int) -> RecordDict:
+def local_only_instruction(
+    fed: Federation, *, index: int, initial: dict[str, Any]
+) -> RecordDict:
     from core.config import to_dict
-    from core.federation.model_state import initial_global_state
     from core.train.local_only import LocalOnlyPlan
     from core.train.site_round import LOCAL_ONLY
 
@@ -34,7 +35,7 @@ def local_only_instruction(fed: Federation, *, index: int) -> RecordDict:
                          pretrain_rounds=exp.pretrain.rounds, finetune_rounds=exp.finetune.rounds)
     params = {"model": json.dumps(to_dict(fed.model_config)), "train": json.dumps(plan.to_json())}
     return records.build_instruction(
-        arrays=initial_global_state(exp, model_config=fed.model_config), phase=LOCAL_ONLY,
+        arrays=initial, phase=LOCAL_ONLY,
         round_=1, index=index, seed=exp.seed, params=params,
     )
 
@@ -53,10 +54,10 @@ def run_local_only_round(fed: Federation, *, round_: int, index: int) -> dict[st
     from fl_server.rounds import _base_record, _select, _send, _site_name
 
     chosen, _ = _select(fed, index=index, fraction=1.0, min_sites=fed.experiment.evaluate.min_sites)
-    content = local_only_instruction(fed, index=index)
+    initial = initial_global_state(fed.experiment, model_config=fed.model_config)
+    content = local_only_instruction(fed, index=index, initial=initial)
     replies, bytes_down = _send(fed, chosen=chosen, content=content,
                                 message_type=MessageType.TRAIN, timeout_s=local_only_timeout(fed))
-    initial = initial_global_state(fed.experiment, model_config=fed.model_config)
     failures, metrics, bytes_up = [], {}, 0
     for reply in replies:
         site = _site_name(fed, reply.metadata.src_node_id)
