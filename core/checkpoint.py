@@ -24,7 +24,10 @@ from torch import nn
 from core.atomic import write_bytes_atomic
 from core.federation.groups import group_of
 
-FORMAT = "orthofed-checkpoint/1"
+# /2: multi-scale segmentation head (`heads.seg_taps`) and attention+mean+max pooling in the
+# classification head. Checkpoints of /1 have heads of another shape: refused, never mis-loaded.
+FORMAT = "orthofed-checkpoint/2"
+OLDER_FORMATS = ("orthofed-checkpoint/1",)
 _VERSIONED = ("orthofed", "torch", "monai", "safetensors", "numpy")
 _SHOWN = 5  # mismatching keys named in an error message
 
@@ -124,6 +127,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         manifest = json.loads(json_path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{json_path}: manifest is not valid JSON ({err})") from None
+    if manifest.get("format") in OLDER_FORMATS:
+        raise ValueError(
+            f"{path}: written by an older orthofed ({manifest['format']}) whose task heads "
+            f"this version cannot load ({FORMAT}): pretrain and fine-tune it again"
+        )
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{json_path}: not an orthofed checkpoint manifest")
     return Checkpoint(tensors=tensors, manifest=manifest)

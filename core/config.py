@@ -138,8 +138,14 @@ class HeadConfig:
     """Task heads: multi-view classification and (knee) segmentation."""
 
     view_dim: int = 512
-    seg_tap: FeatureTap = field(default_factory=FeatureTap)
-    seg_channels: int = 32
+    # Segmentation reads several blocks (decoder + a shallow encoder block) at a small t,
+    # brought to the input grid with the image itself (see core/models/heads.py for why).
+    # Empty = the default for the backbone: its last three decoder blocks and first encoder
+    # block at t = 10 (core.models.backbone.default_seg_taps).
+    seg_taps: list[FeatureTap] = field(default_factory=list)
+    seg_proj: int = 16  # channels each tap is projected to before upsampling
+    seg_channels: int = 32  # width of the head's 3x3x3 convolutions
+    seg_layers: int = 2
     seg_ce_weight: float = 0.2
     seg_dice_weight: float = 1.0
     seg_loss_weight: float = 1.0
@@ -181,18 +187,29 @@ class PretrainConfig:
 
 @dataclass
 class FinetuneConfig:
-    """Task fine-tuning (reference: linear probe, head lr 5e-4, 10 epochs)."""
+    """Task fine-tuning (reference: linear probe, head lr 5e-4, 10 epochs; here 2e-3 and up to
+    100 epochs with early stopping, which the segmentation head needs: configs/train/finetune.yaml)."""
 
     mode: str = "linear"
-    epochs: int = 10
+    epochs: int = 100
     batch_size: int = 8
-    lr: float = 5e-4
+    lr: float = 2e-3
     # Backbone lr = backbone_lr_scale x lr in `partial` and `full` modes (reference: 0.05).
     backbone_lr_scale: float = 0.05
     label_fraction: float = 1.0
     seed: int = 0
     bf16: bool = False
-    weight_decay: float = 0.0
+    weight_decay: float = 0.01
+    # Early stopping: this fraction of the training cases (never held-out ones) is kept
+    # aside for validation; each head ends at the epoch of its lowest validation loss.
+    # 0 = no validation split (every training case trains; the last epoch is kept).
+    val_fraction: float = 0.2
+    # Stop after this many epochs without a better validation loss (0 = run every epoch).
+    patience: int = 20
+    # Linear mode: frozen-backbone features are cached on disk in the site's cache dir,
+    # keyed by a digest of the backbone weights, taps and noise seed (reused across epochs,
+    # rounds, label fractions and evaluation).
+    cache_features: bool = True
     # FedProx proximal term toward the weights fine-tuning starts from (in a federation: the
     # round's global model; locally: the --init checkpoint). 0 = plain FedAvg.
     proximal_mu: float = 0.0

@@ -28,6 +28,14 @@ def _site_cases(site_path: Path, *, model_config):
     return site, load_site_tensors(site, preprocess=preprocess, progress=True), preprocess.key()
 
 
+def _feature_root(site, *, model_config) -> Path:
+    """Where frozen-backbone features of this site are cached (beside its view cache)."""
+    from core.data.cache import feature_root
+    from core.models.presets import preprocess_for
+
+    return feature_root(site, preprocess_for(model_config))
+
+
 @user_errors
 def pretrain(
     site: Path = typer.Option(..., "--site", help=SITE_HELP),
@@ -96,6 +104,7 @@ def finetune(
         preprocess_key=key,
         progress=True,
         info={"site_id": opened.site_id},
+        feature_root=_feature_root(opened, model_config=config.model),
     )
     typer.echo(
         f"fine-tuned ({mode}) on {result.num_examples} cases, final loss "

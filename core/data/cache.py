@@ -70,6 +70,11 @@ def cache_root(site: Site, preprocess: PreprocessConfig) -> Path:
     return site.cache_dir / preprocess.key()
 
 
+def feature_root(site: Site, preprocess: PreprocessConfig) -> Path:
+    """Frozen-backbone feature cache of a site (see core/models/feature_cache.py)."""
+    return site.cache_dir / "features" / preprocess.key()
+
+
 def _read_index(root: Path) -> dict:
     path = root / INDEX_NAME
     if not path.is_file():

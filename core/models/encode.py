@@ -1,8 +1,10 @@
 """Turn a list of cases into model inputs and features (the bridge from CaseTensors to heads).
 
-`EncodedCases` holds, for N cases, each view's fused feature map (zeros where a case lacks
-the view), the (N, 3) view-presence mask, and (knee) the segmentation features of the
-sagittal view. Labels and masks ride along with their own presence masks.
+`EncodedCases` holds, for N cases, each view's fused classification feature map (zeros where
+a case lacks the view), the (N, 3) view-presence mask and (knee) the sagittal image with its
+segmentation feature maps (one per `heads.seg_taps` entry, each at its own grid). Labels and
+masks ride along with their own presence masks. With a `FeatureCache` (frozen backbones),
+each case's features are computed once and then read back.
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from core.models.backbone import seg_taps
+from core.models.feature_cache import FeatureCache
 from core.models.features import case_seed
 from core.models.registry import SEG_VIEW, OrthoModel
 from core.views import LABELS, VIEWS
+
+CaseFeatures = dict[str, torch.Tensor]  # "cls.<view>" and "seg.<i>" -> one case's maps
 
 
 @dataclass
@@ -23,7 +29,8 @@ class EncodedCases:
     case_ids: list[str]
     features: dict[str, torch.Tensor]  # view -> (N, C, d, h, w); zeros for absent views
     present: torch.Tensor  # (N, 3) bool, VIEWS order
-    seg_features: torch.Tensor | None  # (N, C, d', h', w') or None
+    seg_maps: list[torch.Tensor] | None  # one (N, C_i, d_i, h_i, w_i) per seg tap, or None
+    seg_image: torch.Tensor | None  # (N, 1, D, H, W) sagittal input (zeros where absent)
     labels: torch.Tensor  # (N, n_labels) float32 (zeros where unlabeled)
     has_labels: torch.Tensor  # (N,) bool
     masks: torch.Tensor | None  # (N, 1, D, H, W) int64 or None
@@ -36,7 +43,8 @@ class EncodedCases:
             case_ids=[self.case_ids[i] for i in pick],
             features={v: f[rows] for v, f in self.features.items()},
             present=self.present[rows],
-            seg_features=None if self.seg_features is None else self.seg_features[rows],
+            seg_maps=None if self.seg_maps is None else [m[rows] for m in self.seg_maps],
+            seg_image=None if self.seg_image is None else self.seg_image[rows],
             labels=self.labels[rows],
             has_labels=self.has_labels[rows],
             masks=None if self.masks is None else self.masks[rows],
@@ -81,37 +89,79 @@ def _masks(model: OrthoModel, cases: Sequence) -> tuple[torch.Tensor | None, tor
     return masks, has
 
 
-def encode_cases(model: OrthoModel, cases: Sequence, *, with_seg: bool = True) -> EncodedCases:
-    """Features of every view of `cases` (one backbone pass per view and timestep)."""
+def compute_case_features(model: OrthoModel, cases: Sequence, *, with_seg: bool) -> list[CaseFeatures]:
+    """Per-case feature maps of `cases` (one backbone pass per view and timestep)."""
     seed = model.config.features.seed
+    per_case: list[CaseFeatures] = [{} for _ in cases]
+    for view in VIEWS:
+        rows = [i for i, c in enumerate(cases) if view in c.views]
+        if not rows:
+            continue
+        clean = torch.from_numpy(
+            np.stack([np.asarray(cases[i].views[view], dtype=np.float32) for i in rows])
+        )
+        seeds = [case_seed(seed, cases[i].case_id) for i in rows]
+        seg_here = with_seg and model.seg_head is not None and view == SEG_VIEW
+        fused, seg = model.encode(view, clean, seeds=seeds, with_seg=seg_here)
+        for j, i in enumerate(rows):
+            per_case[i][f"cls.{view.value}"] = fused[j]
+            for k, item in enumerate(seg or []):
+                per_case[i][f"seg.{k}"] = item[j]
+    return per_case
+
+
+def _cached_features(
+    model: OrthoModel, cases: Sequence, *, cache: FeatureCache, batch_size: int
+) -> list[CaseFeatures]:
+    found = [cache.get(c.case_id) for c in cases]
+    todo = [i for i, f in enumerate(found) if f is None]
+    for start in range(0, len(todo), batch_size):
+        rows = todo[start : start + batch_size]
+        computed = compute_case_features(model, [cases[i] for i in rows], with_seg=True)
+        for i, tensors in zip(rows, computed, strict=True):
+            found[i] = cache.put(cases[i].case_id, tensors)
+    return found  # type: ignore[return-value]
+
+
+def _stack(items: list[torch.Tensor | None]) -> torch.Tensor:
+    template = next(t for t in items if t is not None)
+    return torch.stack([template.new_zeros(template.shape) if t is None else t for t in items])
+
+
+def _seg_inputs(
+    model: OrthoModel, cases: Sequence, per_case: list[CaseFeatures]
+) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
+    n_taps = len(seg_taps(model.config))
+    if model.seg_head is None or not any("seg.0" in f for f in per_case):
+        return None, None
+    maps = [_stack([f.get(f"seg.{k}") for f in per_case]) for k in range(n_taps)]
+    cfg = model.config
+    image = torch.zeros(len(cases), 1, cfg.input_slices, cfg.input_size, cfg.input_size)
+    for row, case in enumerate(cases):
+        if SEG_VIEW in case.views:
+            image[row] = torch.from_numpy(np.asarray(case.views[SEG_VIEW], dtype=np.float32))
+    return maps, image
+
+
+def assemble(model: OrthoModel, cases: Sequence, per_case: list[CaseFeatures], *, with_seg: bool) -> EncodedCases:
+    """Batch per-case features (zeros for absent views) with their targets."""
     present = torch.tensor([[v in c.views for v in VIEWS] for c in cases], dtype=torch.bool)
+    features = {
+        v.value: _stack([f.get(f"cls.{v.value}") for f in per_case])
+        for v in VIEWS
+        if any(f"cls.{v.value}" in f for f in per_case)
+    }
+    seg_maps, seg_image = _seg_inputs(model, cases, per_case) if with_seg else (None, None)
     masks, has_mask = (
         _masks(model, cases) if with_seg else (None, torch.zeros(len(cases), dtype=torch.bool))
     )
-    want_seg = with_seg and model.seg_head is not None
-    features: dict[str, torch.Tensor] = {}
-    seg_features = None
-    for col, view in enumerate(VIEWS):
-        rows = torch.nonzero(present[:, col]).flatten()
-        if rows.numel() == 0:
-            continue
-        clean = torch.from_numpy(
-            np.stack([np.asarray(cases[i].views[view], dtype=np.float32) for i in rows.tolist()])
-        )
-        seeds = [case_seed(seed, cases[i].case_id) for i in rows.tolist()]
-        seg_here = want_seg and view == SEG_VIEW
-        fused, seg = model.encode(view, clean, seeds=seeds, with_seg=seg_here)
-        features[view.value] = fused.new_zeros((len(cases), *fused.shape[1:])).index_copy(
-            0, rows, fused
-        )
-        if seg is not None:
-            seg_features = seg.new_zeros((len(cases), *seg.shape[1:])).index_copy(0, rows, seg)
     labels, has_labels = _targets(model, cases)
     return EncodedCases(
         case_ids=[c.case_id for c in cases],
         features=features,
         present=present,
-        seg_features=seg_features,
+        seg_maps=seg_maps,
+        seg_image=seg_image,
         labels=labels,
         has_labels=has_labels,
         masks=masks,
@@ -119,51 +169,26 @@ def encode_cases(model: OrthoModel, cases: Sequence, *, with_seg: bool = True) -
     )
 
 
-def concat_encoded(parts: Sequence[EncodedCases]) -> EncodedCases:
-    """Join encoded chunks (a view absent from a chunk becomes zeros there)."""
-    if len(parts) == 1:
-        return parts[0]
-    views = {v: f for p in parts for v, f in p.features.items()}
-
-    def cat_view(view: str) -> torch.Tensor:
-        template = views[view]
-        return torch.cat(
-            [
-                p.features.get(view, template.new_zeros((len(p.case_ids), *template.shape[1:])))
-                for p in parts
-            ]
-        )
-
-    seg_template = next((p.seg_features for p in parts if p.seg_features is not None), None)
-    mask_template = next((p.masks for p in parts if p.masks is not None), None)
-
-    def cat_optional(attr: str, template: torch.Tensor | None) -> torch.Tensor | None:
-        if template is None:
-            return None
-        return torch.cat(
-            [
-                getattr(p, attr)
-                if getattr(p, attr) is not None
-                else template.new_zeros((len(p.case_ids), *template.shape[1:]))
-                for p in parts
-            ]
-        )
-
-    return EncodedCases(
-        case_ids=[c for p in parts for c in p.case_ids],
-        features={v: cat_view(v) for v in views},
-        present=torch.cat([p.present for p in parts]),
-        seg_features=cat_optional("seg_features", seg_template),
-        labels=torch.cat([p.labels for p in parts]),
-        has_labels=torch.cat([p.has_labels for p in parts]),
-        masks=cat_optional("masks", mask_template),
-        has_mask=torch.cat([p.has_mask for p in parts]),
-    )
-
-
-def encode_in_chunks(model: OrthoModel, cases: Sequence, *, batch_size: int) -> EncodedCases:
-    """`encode_cases` over chunks of `batch_size` cases (bounded activation memory)."""
+def encode_cases(
+    model: OrthoModel, cases: Sequence, *, with_seg: bool = True,
+    cache: FeatureCache | None = None, batch_size: int = 8,
+) -> EncodedCases:
+    """Features of `cases` (backbone passes in chunks of `batch_size` when using a cache)."""
     if not cases:
         raise ValueError("no cases to encode")
-    chunks = [cases[i : i + batch_size] for i in range(0, len(cases), batch_size)]
-    return concat_encoded([encode_cases(model, list(c)) for c in chunks])
+    if cache is not None:
+        per_case = _cached_features(model, cases, cache=cache, batch_size=batch_size)
+    else:
+        per_case = compute_case_features(model, cases, with_seg=with_seg)
+    return assemble(model, cases, per_case, with_seg=with_seg)
+
+
+def encode_in_chunks(
+    model: OrthoModel, cases: Sequence, *, batch_size: int, cache: FeatureCache | None = None
+) -> EncodedCases:
+    """`encode_cases` with backbone passes over chunks of `batch_size` (bounded activations)."""
+    if not cases:
+        raise ValueError("no cases to encode")
+    if cache is None:
+        cache = FeatureCache(digest="in-memory")  # memory only: nothing written
+    return encode_cases(model, cases, cache=cache, batch_size=batch_size)

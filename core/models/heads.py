@@ -1,20 +1,35 @@
 """Task heads on diffusion features.
 
-Classification (per joint): per view, attention pooling + global average pooling over the
-3D feature map, projected to `view_dim`; the three view vectors are concatenated and a linear
-layer gives one logit per label. A view a case lacks is masked: its vector is zeroed and the
-present ones are rescaled by 3 / (number present), so the classifier sees a comparable scale.
+Classification (per joint): per view, attention pooling + global average pooling + global max
+pooling over the 3D feature map, projected to `view_dim`; the three view vectors are
+concatenated and a linear layer gives one logit per label. Max pooling keeps a small finding
+(a meniscal tear, a ligament defect) that averaging over the whole volume dilutes. A view a case
+lacks is masked: its vector is zeroed and the present ones are rescaled by 3 / (number present),
+so the classifier sees a comparable scale.
 
-Segmentation (knee): transposed-convolution decoder from bottleneck features to the input
-grid, one channel per class (background + structures); loss 0.2 x CE + Dice (MONAI DiceCELoss).
+Segmentation (knee): a pixel classifier on multi-scale diffusion features, in the spirit of
+Baranchuk et al. (2022, label-efficient segmentation with diffusion models). Every tapped block
+(decoder blocks at full and half resolution plus a shallow encoder block) is normalised per
+case and channel (instance norm without parameters, so a site's contrast does not shift the
+scale), projected by a 1x1x1 convolution to `proj` channels at its own grid (cheap), brought to
+the input grid by trilinear interpolation and concatenated with the image itself; a few 3x3x3
+convolutions (GroupNorm + SiLU) then give one logit per class and voxel.
+Why this design (measured on a 40-case knee phantom site, 33 training / 7 validation cases,
+16x32x32, 600 head steps of batch 4, frozen *random* tiny backbone): the reference head
+(transposed convolutions from the 4x8x8 bottleneck) is capped by one class per 4x4x4 block
+(mean Dice ~0.03 in `make reproduce`); the same small convolutional head on the image alone
+reached mean Dice 0.56 (femur/tibia/patella 0.63/0.63/0.70); with the four diffusion taps
+(t=10: up.2, up.1, up.0, down.0) 0.68 (0.92/0.93/0.73). The taps give the head the context its
+few 3x3x3 layers cannot see. Loss: 0.2 x CE + Dice by default (MONAI DiceCELoss).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from monai.losses import DiceCELoss
 from torch import nn
 
@@ -22,21 +37,22 @@ from core.views import VIEWS
 
 
 class ViewPooling(nn.Module):
-    """Attention pooling + global average pooling of (N, C, d, h, w) -> (N, dim)."""
+    """Attention + average + max pooling of (N, C, d, h, w) -> (N, dim)."""
 
     def __init__(self, *, channels: int, dim: int) -> None:
         super().__init__()
         self.attention = nn.Conv3d(channels, 1, kernel_size=1)
-        self.norm = nn.LayerNorm(2 * channels)
-        self.proj = nn.Linear(2 * channels, dim)
+        self.norm = nn.LayerNorm(3 * channels)
+        self.proj = nn.Linear(3 * channels, dim)
         self.act = nn.GELU()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        features = features.float()
         flat = features.flatten(2)  # N, C, voxels
         weights = torch.softmax(self.attention(features).flatten(2), dim=-1)  # N, 1, voxels
         attended = (flat * weights).sum(-1)
-        average = flat.mean(-1)
-        return self.act(self.proj(self.norm(torch.cat([attended, average], dim=1))))
+        pooled = torch.cat([attended, flat.mean(-1), flat.amax(-1)], dim=1)
+        return self.act(self.proj(self.norm(pooled)))
 
 
 class ClassificationHead(nn.Module):
@@ -70,28 +86,47 @@ def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(8, channels), channels)
 
 
+def instance_normalised(features: torch.Tensor, *, eps: float = 1e-5) -> torch.Tensor:
+    """Zero mean, unit variance per case and channel over the voxels (no parameters)."""
+    features = features.float()
+    mean = features.mean(dim=(2, 3, 4), keepdim=True)
+    std = features.std(dim=(2, 3, 4), keepdim=True)
+    return (features - mean) / (std + eps)
+
+
 class SegmentationHead(nn.Module):
-    """`stages` x (ConvTranspose3d stride 2 + GroupNorm + SiLU), then a 1x1x1 classifier."""
+    """Multi-scale pixel classifier: per-tap norm + 1x1x1 projection, upsampling to the input
+    grid, concat with the image, `layers` x (3x3x3 conv + GroupNorm + SiLU), 1x1x1 classifier."""
 
-    def __init__(self, *, in_channels: int, stages: int, width: int, n_classes: int) -> None:
+    def __init__(
+        self, *, tap_channels: Sequence[int], proj: int, width: int, layers: int, n_classes: int
+    ) -> None:
         super().__init__()
-        if stages < 1:
-            raise ValueError("segmentation head needs at least one upsampling stage")
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for stage in range(stages):
-            out = max(width, in_channels // 2 ** (stage + 1))
-            layers += [
-                nn.ConvTranspose3d(channels, out, kernel_size=2, stride=2),
-                _norm(out),
-                nn.SiLU(),
-            ]
-            channels = out
-        self.decoder = nn.Sequential(*layers)
-        self.classifier = nn.Conv3d(channels, n_classes, kernel_size=1)
+        if not tap_channels:
+            raise ValueError("segmentation head needs at least one feature tap")
+        if layers < 1 or proj < 1 or width < 1:
+            raise ValueError("segmentation head needs layers, proj and width >= 1")
+        self.project = nn.ModuleList([nn.Conv3d(c, proj, kernel_size=1) for c in tap_channels])
+        body: list[nn.Module] = []
+        channels = 1 + proj * len(tap_channels)
+        for _ in range(layers):
+            body += [nn.Conv3d(channels, width, kernel_size=3, padding=1), _norm(width), nn.SiLU()]
+            channels = width
+        self.body = nn.Sequential(*body)
+        self.classifier = nn.Conv3d(width, n_classes, kernel_size=1)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.decoder(features))
+    def forward(self, image: torch.Tensor, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """`image` (N, 1, D, H, W) in [-1, 1]; `maps` one (N, C_i, d_i, h_i, w_i) per tap."""
+        if len(maps) != len(self.project):
+            raise ValueError(f"segmentation head expects {len(self.project)} feature maps, got {len(maps)}")
+        grid = tuple(image.shape[2:])
+        parts = [image.float()]
+        for project, item in zip(self.project, maps, strict=True):
+            projected = project(instance_normalised(item))
+            if tuple(projected.shape[2:]) != grid:
+                projected = F.interpolate(projected, size=grid, mode="trilinear", align_corners=False)
+            parts.append(projected)
+        return self.classifier(self.body(torch.cat(parts, dim=1)))
 
 
 def segmentation_loss(*, ce_weight: float, dice_weight: float) -> DiceCELoss:

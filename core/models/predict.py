@@ -43,7 +43,8 @@ class Evaluation:
 
 def _segment(model: OrthoModel, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(predicted class maps, Dice rows, HD95 rows) of the batch's cases with masks."""
-    logits = model.segment(batch.seg_features[batch.has_mask])
+    rows = batch.has_mask
+    logits = model.segment(batch.seg_image[rows], [m[rows] for m in batch.seg_maps])
     prediction = logits.argmax(dim=1, keepdim=True)
     target = batch.masks[batch.has_mask]
     n_classes = logits.shape[1]

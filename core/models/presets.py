@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from omegaconf import OmegaConf
 
 from core.config import ModelConfig, PreprocessConfig, load_config
-from core.models.backbone import parse_block, validate_backbone, validate_input_shape
+from core.models.backbone import parse_block, seg_taps, validate_backbone, validate_input_shape
 
 T = TypeVar("T")
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -65,7 +65,7 @@ def validate_model_config(config: ModelConfig) -> None:
         raise ValueError("model.features.taps is empty: give at least one {timestep, block}")
     levels = len(config.backbone.channels)
     for where, tap in [("features.taps", t) for t in config.features.taps] + [
-        ("heads.seg_tap", config.heads.seg_tap)
+        ("heads.seg_taps", t) for t in seg_taps(config)
     ]:
         parse_block(tap.block, levels=levels)
         if not 0 <= tap.timestep < config.diffusion.num_train_timesteps:

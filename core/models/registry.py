@@ -7,7 +7,6 @@ The noise scheduler is attached but holds no state-dict entries.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -15,7 +14,7 @@ from torch import nn
 
 from core.config import ModelConfig
 from core.diffusion.ddpm import build_scheduler
-from core.models.backbone import block_channels, block_scale, build_backbone
+from core.models.backbone import block_channels, build_backbone, seg_taps
 from core.models.features import extract_taps, fuse, fused_channels
 from core.models.heads import ClassificationHead, SegmentationHead
 from core.models.presets import validate_model_config
@@ -52,11 +51,12 @@ class OrthoModel(nn.Module):
         self.head = nn.ModuleDict({self.joint.value: heads})
 
     def _seg_head(self) -> SegmentationHead:
-        tap = self.config.heads.seg_tap
+        heads = self.config.heads
         return SegmentationHead(
-            in_channels=block_channels(self.config.backbone, tap.block),
-            stages=int(math.log2(block_scale(self.config.backbone, tap.block))),
-            width=self.config.heads.seg_channels,
+            tap_channels=[block_channels(self.config.backbone, t.block) for t in seg_taps(self.config)],
+            proj=heads.seg_proj,
+            width=heads.seg_channels,
+            layers=heads.seg_layers,
             n_classes=len(KNEE_STRUCTURES) + 1,
         )
 
@@ -71,22 +71,26 @@ class OrthoModel(nn.Module):
 
     def encode(
         self, view: View | str, clean: torch.Tensor, *, seeds: Sequence[int], with_seg: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(fused classification features, segmentation features or None) of one view."""
+    ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """(fused classification features, segmentation feature maps or None) of one view.
+
+        Classification and segmentation taps at the same timestep share one UNet pass.
+        """
         taps = list(self.config.features.taps)
         if with_seg:
-            taps.append(self.config.heads.seg_tap)
+            taps += seg_taps(self.config)
         maps = extract_taps(self.backbone[str(view)], self.scheduler, clean, taps=taps, seeds=seeds)
         n_cls = len(self.config.features.taps)
-        return fuse(maps[:n_cls]), (maps[n_cls] if with_seg else None)
+        return fuse(maps[:n_cls]), (maps[n_cls:] if with_seg else None)
 
     def classify(self, features: Mapping[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         return self.cls_head(features, present)
 
-    def segment(self, features: torch.Tensor) -> torch.Tensor:
+    def segment(self, image: torch.Tensor, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Logits (N, classes, D, H, W) from the sagittal image and its segmentation maps."""
         if self.seg_head is None:
             raise ValueError(f"joint {self.joint.value} has no segmentation head")
-        return self.seg_head(features)
+        return self.seg_head(image, maps)
 
 
 def build_model(config: ModelConfig, *, joint: Joint | str, seed: int = 0) -> OrthoModel:

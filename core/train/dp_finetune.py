@@ -36,8 +36,8 @@ from core.train.finetune import (
     build_optimizer,
     select_training_cases,
     set_trainable,
-    task_loss,
 )
+from core.train.losses import task_loss
 from core.train.privacy import (
     ClientDPConfig,
     SiteBudget,

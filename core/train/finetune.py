@@ -1,6 +1,6 @@
 """Task fine-tuning of a joint's heads (and optionally its backbones) on labeled cases.
 
-Modes: `linear` (backbones frozen; features computed once and cached in memory), `partial`
+Modes: `linear` (backbones frozen; features computed once, see core/models/feature_cache.py), `partial`
 (encoder + middle block train at `backbone_lr_scale` x the head lr; decoder frozen) and
 `full` (whole backbones at that scaled lr). Training cases are the non-held-out cases with
 labels (or, for the knee, a mask); `label_fraction` keeps a stratified subset of them.
@@ -10,18 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from core.config import FinetuneConfig
 from core.models.backbone import decoder_parameters, encoder_parameters
-from core.models.encode import EncodedCases, encode_cases, encode_in_chunks
-from core.models.heads import segmentation_loss
+from core.models.encode import EncodedCases, encode_cases
+from core.models.feature_cache import FeatureCache, feature_digest
 from core.models.registry import SEG_VIEW, OrthoModel
+from core.train.losses import task_loss
 from core.train.progress import training_progress
 from core.train.proximal import attach_proximal_term
 from core.train.subsets import stratified_subset
+from core.train.validation import Validation, validation_split
 
 MODES = ("linear", "partial", "full")
 
@@ -30,6 +32,7 @@ MODES = ("linear", "partial", "full")
 class FinetuneResult:
     case_ids: list[str]
     epoch_losses: list[float] = field(default_factory=list)
+    best_epochs: dict[str, int] = field(default_factory=dict)  # head -> epoch kept (1-based)
 
     @property
     def num_examples(self) -> int:
@@ -91,20 +94,20 @@ def build_optimizer(
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def task_loss(model: OrthoModel, batch: EncodedCases) -> torch.Tensor | None:
-    """BCE over labeled rows + weighted 0.2 CE + Dice over rows with masks; None if neither."""
-    terms = []
-    if bool(batch.has_labels.any()):
-        logits = model.classify(batch.features, batch.present)[batch.has_labels]
-        terms.append(
-            F.binary_cross_entropy_with_logits(logits.float(), batch.labels[batch.has_labels])
-        )
-    if batch.masks is not None and batch.seg_features is not None and bool(batch.has_mask.any()):
-        heads = model.config.heads
-        loss = segmentation_loss(ce_weight=heads.seg_ce_weight, dice_weight=heads.seg_dice_weight)
-        logits = model.segment(batch.seg_features[batch.has_mask])
-        terms.append(heads.seg_loss_weight * loss(logits.float(), batch.masks[batch.has_mask]))
-    return sum(terms) if terms else None
+def feature_cache_for(model: OrthoModel, *, config: FinetuneConfig, root: Path | None):
+    """The frozen-feature cache of a linear run (on disk under `root` when given)."""
+    if config.mode != "linear":
+        return None
+    if not config.cache_features:
+        root = None
+    return FeatureCache(digest=feature_digest(model), root=root)
+
+
+def _encoded(model: OrthoModel, cases: list, *, cache, batch_size: int) -> EncodedCases | None:
+    if cache is None or not cases:
+        return None
+    with torch.no_grad():
+        return encode_cases(model, cases, cache=cache, batch_size=batch_size)
 
 
 def _epoch(
@@ -134,25 +137,38 @@ def _epoch(
 
 def finetune(
     model: OrthoModel, cases: Sequence, *, config: FinetuneConfig, progress: bool = False,
-    subset_seed: int | None = None,
+    subset_seed: int | None = None, feature_root: Path | None = None,
 ) -> FinetuneResult:
-    """Train `model` in place on the selected training cases for `config.epochs` epochs."""
+    """Train `model` in place on the selected training cases for up to `config.epochs` epochs.
+
+    A validation split carved from those cases (`val_fraction`) picks each head's best epoch
+    and stops training after `patience` epochs without improvement. In `linear` mode the
+    frozen features come from a `FeatureCache` (on disk under `feature_root` when given).
+    """
     if config.epochs < 1 or config.batch_size < 1:
         raise ValueError("train.epochs and train.batch_size must be >= 1")
     chosen = select_training_cases(cases, model=model, config=config, subset_seed=subset_seed)
+    train_cases, val_cases = validation_split(
+        chosen, fraction=config.val_fraction, seed=config.seed
+    )
     backbone_params = set_trainable(model, mode=config.mode)
     optimizer = build_optimizer(model, backbone_params=backbone_params, config=config)
     proximal = attach_proximal_term(optimizer, mu=config.proximal_mu)
-    cached = None
-    if config.mode == "linear":
-        with torch.no_grad():
-            cached = encode_in_chunks(model, chosen, batch_size=config.batch_size)
+    cache = feature_cache_for(model, config=config, root=feature_root)
+    cached = _encoded(model, train_cases, cache=cache, batch_size=config.batch_size)
+    validation = Validation(
+        model, cases=val_cases,
+        encoded=_encoded(model, val_cases, cache=cache, batch_size=config.batch_size),
+        per_head=config.mode == "linear",
+    )
     result = FinetuneResult(case_ids=[c.case_id for c in chosen])
     try:
         _train_epochs(
-            model, chosen=chosen, cached=cached, optimizer=optimizer, config=config,
-            result=result, progress=progress,
+            model, chosen=train_cases, cached=cached, optimizer=optimizer, config=config,
+            result=result, progress=progress, validation=validation,
         )
+        validation.restore_best()
+        result.best_epochs = validation.best_epochs()
     finally:
         if proximal is not None:
             proximal.remove()
@@ -164,7 +180,7 @@ def finetune(
 def _train_epochs(
     model: OrthoModel, *, chosen: list, cached: EncodedCases | None,
     optimizer: torch.optim.Optimizer, config: FinetuneConfig, result: FinetuneResult,
-    progress: bool,
+    progress: bool, validation: Validation,
 ) -> None:
     generator = torch.Generator().manual_seed(config.seed)
     with training_progress(
@@ -180,4 +196,7 @@ def _train_epochs(
                 generator=generator,
             )
             result.epoch_losses.append(loss)
-            bar.advance(status=f"loss {loss:.4f}")
+            stalled = validation.after_epoch()
+            bar.advance(status=f"loss {loss:.4f}{validation.status()}")
+            if stalled >= config.patience > 0:
+                break

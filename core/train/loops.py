@@ -155,15 +155,19 @@ def run_finetuning(
     preprocess_key: str,
     progress: bool = False,
     info: dict | None = None,
+    feature_root: Path | None = None,
 ) -> FinetuneRunResult:
     """Fine-tune the model in checkpoint `init` for `joint`; write `run_dir/checkpoint.*`.
 
     The architecture comes from `init`'s manifest (`config.model` is replaced by it); heads
-    that `init` lacks are initialised from `config.train.seed`.
+    that `init` lacks are initialised from `config.train.seed`. Frozen-backbone features are
+    cached under `feature_root` (the site's cache dir) when given.
     """
     model, source = model_from_checkpoint(init, joint=joint, seed=config.train.seed)
     config.model = model.config
-    result = finetune(model, cases, config=config.train, progress=progress)
+    result = finetune(
+        model, cases, config=config.train, progress=progress, feature_root=feature_root
+    )
     trained = [f"head.{model.joint.value}.cls"]
     if model.seg_head is not None:
         trained.append(f"head.{model.joint.value}.seg")
@@ -184,6 +188,7 @@ def run_finetuning(
             "trained_groups": trained,
             "num_examples": {g: result.num_examples for g in trained},
             "epoch_losses": result.epoch_losses,
+            "best_epochs": result.best_epochs,
             **(info or {}),
         },
     )

@@ -67,6 +67,13 @@ def _cases(site, model_config: ModelConfig):
     return load_site_tensors(site, preprocess=preprocess_for(model_config))
 
 
+def _feature_root(site, model_config: ModelConfig) -> Path:
+    from core.data.cache import feature_root
+    from core.models.presets import preprocess_for
+
+    return feature_root(site, preprocess_for(model_config))
+
+
 def check_incoming(
     given: dict[str, np.ndarray], expected: dict[str, torch.Tensor], *, groups: list[str]
 ) -> dict[str, torch.Tensor]:
@@ -223,7 +230,10 @@ def finetune_round(
             return LocalResult(site_id=site_id, arrays={}, examples={}, refused=private.refused)
         metrics = dict(private.metrics or {})
     else:
-        result = finetune(model, cases, config=config, subset_seed=subset_seed)
+        result = finetune(
+            model, cases, config=config, subset_seed=subset_seed,
+            feature_root=_feature_root(site, model_config),
+        )
         metrics = {"loss": float(result.epoch_losses[-1]) if result.epoch_losses else float("nan")}
     trained = [g for g in groups if g.startswith("head.")]
     if train.mode != "linear":

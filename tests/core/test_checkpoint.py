@@ -94,3 +94,14 @@ def test_checkpoint_without_manifest_is_incomplete(tmp_path):
     path.with_suffix(".json").unlink()
     with pytest.raises(ValueError, match="manifest checkpoint.json is missing"):
         load_checkpoint(path)
+
+
+def test_checkpoint_of_the_previous_format_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "old" / "checkpoint.safetensors"
+    manifest_path = _save(_model(), path)
+    manifest = json.loads(manifest_path.read_text())
+    manifest["format"] = "orthofed-checkpoint/1"  # heads of the bottleneck decoder era
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="older orthofed") as err:
+        load_checkpoint(path)
+    assert "\n" not in str(err.value) and str(path) in str(err.value)

@@ -33,11 +33,12 @@ def test_feature_and_head_shapes(tiny_config, joint, view):
     logits = model.classify({view.value: fused}, present)
     assert logits.shape == (2, len(LABELS[joint]))
     if joint == Joint.KNEE:
-        assert model.segment(seg).shape == (2, len(KNEE_STRUCTURES) + 1, 8, 32, 32)
+        assert len(seg) == 3  # 2-level backbone: up.1, up.0 and down.0
+        assert model.segment(x, seg).shape == (2, len(KNEE_STRUCTURES) + 1, 8, 32, 32)
     else:
         assert model.seg_head is None
         with pytest.raises(ValueError, match="no segmentation head"):
-            model.segment(seg)
+            model.segment(x, seg)
 
 
 def test_backbone_denoiser_keeps_input_shape(tiny_config):

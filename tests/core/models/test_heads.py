@@ -43,11 +43,43 @@ def test_presence_mask_shape_is_checked(head):
         head(_features(), torch.ones(3, 2, dtype=torch.bool))
 
 
-@pytest.mark.parametrize("stages", [1, 2, 4])
-def test_segmentation_head_upsamples_to_input_grid(stages):
-    seg = SegmentationHead(in_channels=16, stages=stages, width=4, n_classes=12)
-    out = seg(torch.randn(1, 16, 1, 2, 2))
-    assert out.shape == (1, 12, 2**stages, 2 ** (stages + 1), 2 ** (stages + 1))
+@pytest.mark.parametrize("scales", [(1,), (1, 2), (1, 2, 4)])
+def test_segmentation_head_predicts_on_the_input_grid(scales):
+    seg = SegmentationHead(tap_channels=[6] * len(scales), proj=3, width=4, layers=2, n_classes=12)
+    image = torch.randn(2, 1, 4, 8, 8)
+    maps = [torch.randn(2, 6, 4 // s, 8 // s, 8 // s) for s in scales]
+    assert seg(image, maps).shape == (2, 12, 4, 8, 8)
+    with pytest.raises(ValueError, match="expects"):
+        seg(image, maps[:-1] if len(maps) > 1 else maps * 2)
+
+
+def test_segmentation_head_ignores_the_scale_of_a_sites_features():
+    # per-case, per-channel normalisation: a site whose features are 10x larger and shifted
+    # (another scanner's contrast) gets the same prediction
+    torch.manual_seed(0)
+    seg = SegmentationHead(tap_channels=[5], proj=3, width=4, layers=1, n_classes=3)
+    image, item = torch.randn(1, 1, 4, 8, 8), torch.randn(1, 5, 2, 4, 4)
+    assert torch.allclose(seg(image, [item]), seg(image, [item * 10 + 3]), atol=1e-4)
+
+
+def test_segmentation_head_sees_the_image():
+    torch.manual_seed(0)
+    seg = SegmentationHead(tap_channels=[5], proj=3, width=4, layers=1, n_classes=3)
+    item = torch.randn(1, 5, 2, 4, 4)
+    assert not torch.allclose(
+        seg(torch.zeros(1, 1, 4, 8, 8), [item]), seg(torch.ones(1, 1, 4, 8, 8), [item])
+    )
+
+
+def test_max_pooling_keeps_a_small_finding(head):
+    # one hot voxel in one channel: mean pooling dilutes it, the head's max pooling does not
+    present = torch.ones(1, 3, dtype=torch.bool)
+    features = {v.value: torch.zeros(1, 6, 2, 4, 4) for v in VIEWS}
+    pooled = head.pool["sagittal"]
+    spot = torch.zeros(1, 6, 2, 4, 4)
+    spot[0, 2, 1, 2, 2] = 5.0
+    assert not torch.allclose(pooled(spot), pooled(torch.zeros_like(spot)))
+    assert head(features, present).shape == (1, 4)
 
 
 def test_segmentation_loss_is_lower_for_the_right_answer():
