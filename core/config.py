@@ -143,9 +143,9 @@ class HeadConfig:
     # Empty = the default for the backbone: its last three decoder blocks and first encoder
     # block at t = 10 (core.models.backbone.default_seg_taps).
     seg_taps: list[FeatureTap] = field(default_factory=list)
-    seg_proj: int = 16  # channels each tap is projected to before upsampling
-    seg_channels: int = 32  # width of the head's 3x3x3 convolutions
-    seg_layers: int = 2
+    seg_proj: int = 8  # channels each tap is projected to before upsampling
+    seg_channels: int = 16  # width of the head's 3x3x3 convolutions
+    seg_context_pool: int = 4  # the context branch works at 1/4 of the grid (0 = off)
     seg_ce_weight: float = 0.2
     seg_dice_weight: float = 1.0
     seg_loss_weight: float = 1.0

@@ -94,25 +94,32 @@ def instance_normalised(features: torch.Tensor, *, eps: float = 1e-5) -> torch.T
     return (features - mean) / (std + eps)
 
 
+def _conv(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1), _norm(out_channels), nn.SiLU()
+    )
+
+
 class SegmentationHead(nn.Module):
     """Multi-scale pixel classifier: per-tap norm + 1x1x1 projection, upsampling to the input
-    grid, concat with the image, `layers` x (3x3x3 conv + GroupNorm + SiLU), 1x1x1 classifier."""
+    grid, concat with the image; a 3x3x3 stem; a context branch (average-pooled by
+    `context_pool`, two 3x3x3 convolutions, upsampled and added); a 3x3x3 convolution and a
+    1x1x1 classifier."""
 
     def __init__(
-        self, *, tap_channels: Sequence[int], proj: int, width: int, layers: int, n_classes: int
+        self, *, tap_channels: Sequence[int], proj: int, width: int, context_pool: int,
+        n_classes: int,
     ) -> None:
         super().__init__()
         if not tap_channels:
             raise ValueError("segmentation head needs at least one feature tap")
-        if layers < 1 or proj < 1 or width < 1:
-            raise ValueError("segmentation head needs layers, proj and width >= 1")
+        if proj < 1 or width < 1 or context_pool < 0:
+            raise ValueError("segmentation head needs proj, width >= 1 and context_pool >= 0")
         self.project = nn.ModuleList([nn.Conv3d(c, proj, kernel_size=1) for c in tap_channels])
-        body: list[nn.Module] = []
-        channels = 1 + proj * len(tap_channels)
-        for _ in range(layers):
-            body += [nn.Conv3d(channels, width, kernel_size=3, padding=1), _norm(width), nn.SiLU()]
-            channels = width
-        self.body = nn.Sequential(*body)
+        self.context_pool = context_pool
+        self.stem = _conv(1 + proj * len(tap_channels), width)
+        self.context = nn.Sequential(_conv(width, width), _conv(width, width)) if context_pool > 1 else None
+        self.fine = _conv(width, width)
         self.classifier = nn.Conv3d(width, n_classes, kernel_size=1)
 
     def forward(self, image: torch.Tensor, maps: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -126,7 +133,12 @@ class SegmentationHead(nn.Module):
             if tuple(projected.shape[2:]) != grid:
                 projected = F.interpolate(projected, size=grid, mode="trilinear", align_corners=False)
             parts.append(projected)
-        return self.classifier(self.body(torch.cat(parts, dim=1)))
+        hidden = self.stem(torch.cat(parts, dim=1))
+        if self.context is not None:
+            pooled = F.avg_pool3d(hidden, self.context_pool, ceil_mode=True)
+            context = self.context(pooled)
+            hidden = hidden + F.interpolate(context, size=grid, mode="trilinear", align_corners=False)
+        return self.classifier(self.fine(hidden))
 
 
 def segmentation_loss(*, ce_weight: float, dice_weight: float) -> DiceCELoss:

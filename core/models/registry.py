@@ -56,7 +56,7 @@ class OrthoModel(nn.Module):
             tap_channels=[block_channels(self.config.backbone, t.block) for t in seg_taps(self.config)],
             proj=heads.seg_proj,
             width=heads.seg_channels,
-            layers=heads.seg_layers,
+            context_pool=heads.seg_context_pool,
             n_classes=len(KNEE_STRUCTURES) + 1,
         )
 

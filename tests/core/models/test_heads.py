@@ -45,7 +45,9 @@ def test_presence_mask_shape_is_checked(head):
 
 @pytest.mark.parametrize("scales", [(1,), (1, 2), (1, 2, 4)])
 def test_segmentation_head_predicts_on_the_input_grid(scales):
-    seg = SegmentationHead(tap_channels=[6] * len(scales), proj=3, width=4, layers=2, n_classes=12)
+    seg = SegmentationHead(
+        tap_channels=[6] * len(scales), proj=3, width=4, context_pool=4, n_classes=12
+    )
     image = torch.randn(2, 1, 4, 8, 8)
     maps = [torch.randn(2, 6, 4 // s, 8 // s, 8 // s) for s in scales]
     assert seg(image, maps).shape == (2, 12, 4, 8, 8)
@@ -57,14 +59,14 @@ def test_segmentation_head_ignores_the_scale_of_a_sites_features():
     # per-case, per-channel normalisation: a site whose features are 10x larger and shifted
     # (another scanner's contrast) gets the same prediction
     torch.manual_seed(0)
-    seg = SegmentationHead(tap_channels=[5], proj=3, width=4, layers=1, n_classes=3)
+    seg = SegmentationHead(tap_channels=[5], proj=3, width=4, context_pool=2, n_classes=3)
     image, item = torch.randn(1, 1, 4, 8, 8), torch.randn(1, 5, 2, 4, 4)
     assert torch.allclose(seg(image, [item]), seg(image, [item * 10 + 3]), atol=1e-4)
 
 
 def test_segmentation_head_sees_the_image():
     torch.manual_seed(0)
-    seg = SegmentationHead(tap_channels=[5], proj=3, width=4, layers=1, n_classes=3)
+    seg = SegmentationHead(tap_channels=[5], proj=3, width=4, context_pool=2, n_classes=3)
     item = torch.randn(1, 5, 2, 4, 4)
     assert not torch.allclose(
         seg(torch.zeros(1, 1, 4, 8, 8), [item]), seg(torch.ones(1, 1, 4, 8, 8), [item])
