@@ -25,7 +25,7 @@ import numpy as np
 
 
 def _parse_taps(text: str) -> list[dict]:
-    """"10:down.0+10:up.0" -> [{"timestep": 10, "block": "down.0"}, ...]."""
+    """ "10:down.0+10:up.0" -> [{"timestep": 10, "block": "down.0"}, ...]."""
     taps = []
     for item in text.split("+"):
         timestep, _, block = item.partition(":")
@@ -68,7 +68,9 @@ def _score(model, cases) -> float | None:
     return mean_defined(aucs)
 
 
-def _cell(model, *, train, val, fraction: float, seed: int, feature_root: Path, train_cfg) -> float | None:
+def _cell(
+    model, *, train, val, fraction: float, seed: int, feature_root: Path, train_cfg
+) -> float | None:
     from core.train.finetune import finetune
 
     trained = copy.deepcopy(model)
@@ -120,8 +122,13 @@ def main() -> None:
                 for seed in range(args.seeds):
                     pair = {
                         name: _cell(
-                            model, train=train, val=val, fraction=fraction, seed=seed,
-                            feature_root=args.out / "features", train_cfg=train_cfg,
+                            model,
+                            train=train,
+                            val=val,
+                            fraction=fraction,
+                            seed=seed,
+                            feature_root=args.out / "features",
+                            train_cfg=train_cfg,
                         )
                         for name, model in models.items()
                     }
@@ -131,17 +138,26 @@ def main() -> None:
                         scores[name].append(value)
                     diffs.append(pair["ssl"] - pair["random"])
             row = {
-                "taps": taps_text, "fraction": fraction, "ssl": scores["ssl"],
-                "random": scores["random"], "diff": diffs, "pretrain_step": step,
+                "taps": taps_text,
+                "fraction": fraction,
+                "ssl": scores["ssl"],
+                "random": scores["random"],
+                "diff": diffs,
+                "pretrain_step": step,
             }
             rows.append(row)
             print(
                 f"{taps_text:28s} {fraction:>4.0%}  ssl {_summary(scores['ssl'])}  random "
                 f"{_summary(scores['random'])}  ssl-random {_summary(diffs)} "
-                f"({sum(d > 0 for d in diffs)}/{len(diffs)} > 0)  [{time.perf_counter() - started:.0f} s]",
+                f"({sum(d > 0 for d in diffs)}/{len(diffs)} > 0)  "
+                f"[{time.perf_counter() - started:.0f} s]",
                 flush=True,
             )
-    payload = {"args": {k: str(v) for k, v in vars(args).items()}, "n_training_cases": len(training), "rows": rows}
+    payload = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "n_training_cases": len(training),
+        "rows": rows,
+    }
     (args.out / "feature_study.json").write_text(json.dumps(payload, indent=1))
     lines = [
         f"{len(training)} training cases, {args.folds} validation folds x {args.seeds} seeds "

@@ -188,7 +188,8 @@ class PretrainConfig:
 @dataclass
 class FinetuneConfig:
     """Task fine-tuning (reference: linear probe, head lr 5e-4, 10 epochs; here 2e-3 and up to
-    100 epochs with early stopping, which the segmentation head needs: configs/train/finetune.yaml)."""
+    100 epochs with early stopping, which the segmentation head needs; see
+    configs/train/finetune.yaml)."""
 
     mode: str = "linear"
     epochs: int = 100

@@ -106,9 +106,12 @@ def finetune(
         info={"site_id": opened.site_id},
         feature_root=_feature_root(opened, model_config=config.model),
     )
+    best = ", ".join(f"{head} epoch {epoch}" for head, epoch in result.best_epochs.items())
     typer.echo(
-        f"fine-tuned ({mode}) on {result.num_examples} cases, final loss "
-        f"{result.epoch_losses[-1]:.4f}: {result.checkpoint}"
+        f"fine-tuned ({mode}) on {result.num_examples} cases, {len(result.epoch_losses)} epochs, "
+        f"final loss {result.epoch_losses[-1]:.4f}"
+        + (f", kept the best validation epoch ({best})" if best else "")
+        + f": {result.checkpoint}"
     )
 
 

@@ -228,7 +228,13 @@ def load_site_tensors(
 def prepare_with_progress(site: Site, *, config: DataConfig) -> PrepareSummary:
     """`prepare_site` with a rich progress bar over cases (on stderr)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     total = len(site.case_dirs())
     columns = (

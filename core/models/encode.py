@@ -89,7 +89,9 @@ def _masks(model: OrthoModel, cases: Sequence) -> tuple[torch.Tensor | None, tor
     return masks, has
 
 
-def compute_case_features(model: OrthoModel, cases: Sequence, *, with_seg: bool) -> list[CaseFeatures]:
+def compute_case_features(
+    model: OrthoModel, cases: Sequence, *, with_seg: bool
+) -> list[CaseFeatures]:
     """Per-case feature maps of `cases` (one backbone pass per view and timestep)."""
     seed = model.config.features.seed
     per_case: list[CaseFeatures] = [{} for _ in cases]
@@ -143,7 +145,9 @@ def _seg_inputs(
     return maps, image
 
 
-def assemble(model: OrthoModel, cases: Sequence, per_case: list[CaseFeatures], *, with_seg: bool) -> EncodedCases:
+def assemble(
+    model: OrthoModel, cases: Sequence, per_case: list[CaseFeatures], *, with_seg: bool
+) -> EncodedCases:
     """Batch per-case features (zeros for absent views) with their targets."""
     present = torch.tensor([[v in c.views for v in VIEWS] for c in cases], dtype=torch.bool)
     features = {
@@ -170,8 +174,12 @@ def assemble(model: OrthoModel, cases: Sequence, per_case: list[CaseFeatures], *
 
 
 def encode_cases(
-    model: OrthoModel, cases: Sequence, *, with_seg: bool = True,
-    cache: FeatureCache | None = None, batch_size: int = 8,
+    model: OrthoModel,
+    cases: Sequence,
+    *,
+    with_seg: bool = True,
+    cache: FeatureCache | None = None,
+    batch_size: int = 8,
 ) -> EncodedCases:
     """Features of `cases` (backbone passes in chunks of `batch_size` when using a cache)."""
     if not cases:

@@ -96,7 +96,9 @@ def instance_normalised(features: torch.Tensor, *, eps: float = 1e-5) -> torch.T
 
 def _conv(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1), _norm(out_channels), nn.SiLU()
+        nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1),
+        _norm(out_channels),
+        nn.SiLU(),
     )
 
 
@@ -107,7 +109,12 @@ class SegmentationHead(nn.Module):
     1x1x1 classifier."""
 
     def __init__(
-        self, *, tap_channels: Sequence[int], proj: int, width: int, context_pool: int,
+        self,
+        *,
+        tap_channels: Sequence[int],
+        proj: int,
+        width: int,
+        context_pool: int,
         n_classes: int,
     ) -> None:
         super().__init__()
@@ -118,26 +125,34 @@ class SegmentationHead(nn.Module):
         self.project = nn.ModuleList([nn.Conv3d(c, proj, kernel_size=1) for c in tap_channels])
         self.context_pool = context_pool
         self.stem = _conv(1 + proj * len(tap_channels), width)
-        self.context = nn.Sequential(_conv(width, width), _conv(width, width)) if context_pool > 1 else None
+        self.context = (
+            nn.Sequential(_conv(width, width), _conv(width, width)) if context_pool > 1 else None
+        )
         self.fine = _conv(width, width)
         self.classifier = nn.Conv3d(width, n_classes, kernel_size=1)
 
     def forward(self, image: torch.Tensor, maps: Sequence[torch.Tensor]) -> torch.Tensor:
         """`image` (N, 1, D, H, W) in [-1, 1]; `maps` one (N, C_i, d_i, h_i, w_i) per tap."""
         if len(maps) != len(self.project):
-            raise ValueError(f"segmentation head expects {len(self.project)} feature maps, got {len(maps)}")
+            raise ValueError(
+                f"segmentation head expects {len(self.project)} feature maps, got {len(maps)}"
+            )
         grid = tuple(image.shape[2:])
         parts = [image.float()]
         for project, item in zip(self.project, maps, strict=True):
             projected = project(instance_normalised(item))
             if tuple(projected.shape[2:]) != grid:
-                projected = F.interpolate(projected, size=grid, mode="trilinear", align_corners=False)
+                projected = F.interpolate(
+                    projected, size=grid, mode="trilinear", align_corners=False
+                )
             parts.append(projected)
         hidden = self.stem(torch.cat(parts, dim=1))
         if self.context is not None:
             pooled = F.avg_pool3d(hidden, self.context_pool, ceil_mode=True)
             context = self.context(pooled)
-            hidden = hidden + F.interpolate(context, size=grid, mode="trilinear", align_corners=False)
+            hidden = hidden + F.interpolate(
+                context, size=grid, mode="trilinear", align_corners=False
+            )
         return self.classifier(self.fine(hidden))
 
 

@@ -53,7 +53,9 @@ class OrthoModel(nn.Module):
     def _seg_head(self) -> SegmentationHead:
         heads = self.config.heads
         return SegmentationHead(
-            tap_channels=[block_channels(self.config.backbone, t.block) for t in seg_taps(self.config)],
+            tap_channels=[
+                block_channels(self.config.backbone, t.block) for t in seg_taps(self.config)
+            ],
             proj=heads.seg_proj,
             width=heads.seg_channels,
             context_pool=heads.seg_context_pool,

@@ -1,9 +1,10 @@
 """Task fine-tuning of a joint's heads (and optionally its backbones) on labeled cases.
 
-Modes: `linear` (backbones frozen; features computed once, see core/models/feature_cache.py), `partial`
+Modes: `linear` (backbones frozen; features computed once, core/models/feature_cache.py), `partial`
 (encoder + middle block train at `backbone_lr_scale` x the head lr; decoder frozen) and
 `full` (whole backbones at that scaled lr). Training cases are the non-held-out cases with
-labels (or, for the knee, a mask); `label_fraction` keeps a stratified subset of them.
+labels (or, for the knee, a mask); `label_fraction` keeps a stratified subset of them, and
+`val_fraction` of those are kept aside to pick each head's best epoch (core/train/validation.py).
 """
 
 from __future__ import annotations

@@ -143,6 +143,7 @@ class FinetuneRunResult:
     checkpoint: Path
     epoch_losses: list[float]
     num_examples: int
+    best_epochs: dict[str, int]
 
 
 def run_finetuning(
@@ -193,5 +194,6 @@ def run_finetuning(
         },
     )
     return FinetuneRunResult(
-        checkpoint=path, epoch_losses=result.epoch_losses, num_examples=result.num_examples
+        checkpoint=path, epoch_losses=result.epoch_losses, num_examples=result.num_examples,
+        best_epochs=result.best_epochs,
     )

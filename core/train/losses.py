@@ -1,4 +1,4 @@
-"""Task losses of a batch of encoded cases: BCE for classification, 0.2 CE + Dice for segmentation."""
+"""Task losses of a batch of encoded cases: BCE (classification), 0.2 CE + Dice (segmentation)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _cls_loss(model: OrthoModel, batch: EncodedCases) -> torch.Tensor | None:
 
 
 def head_losses(model: OrthoModel, batch: EncodedCases) -> dict[str, torch.Tensor]:
-    """"cls": BCE over labeled rows; "seg": weighted 0.2 CE + Dice over rows with masks."""
+    """ "cls": BCE over labeled rows; "seg": weighted 0.2 CE + Dice over rows with masks."""
     found = {"cls": _cls_loss(model, batch), "seg": _seg_loss(model, batch)}
     return {k: v for k, v in found.items() if v is not None}
 

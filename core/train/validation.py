@@ -33,7 +33,9 @@ def validation_split(cases: Sequence, *, fraction: float, seed: int) -> tuple[li
             [(c.case_id, c.labels) for c in cases], fraction=n_val / len(cases), seed=seed
         )
     )
-    return [c for c in cases if c.case_id not in val_ids], [c for c in cases if c.case_id in val_ids]
+    return [c for c in cases if c.case_id not in val_ids], [
+        c for c in cases if c.case_id in val_ids
+    ]
 
 
 def _mean_losses(model: OrthoModel, batches: list[EncodedCases]) -> dict[str, float]:

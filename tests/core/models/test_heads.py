@@ -90,3 +90,13 @@ def test_segmentation_loss_is_lower_for_the_right_answer():
     right = torch.nn.functional.one_hot(target[:, 0], 3).permute(0, 4, 1, 2, 3).float() * 10
     assert loss(right, target) < loss(-right, target)
     assert torch.isfinite(loss(torch.randn(2, 3, 4, 8, 8), target))
+
+
+@pytest.mark.parametrize("context_pool", [0, 2, 4])
+def test_context_branch_is_optional_and_keeps_the_grid(context_pool):
+    seg = SegmentationHead(
+        tap_channels=[5], proj=3, width=4, context_pool=context_pool, n_classes=3
+    )
+    assert (seg.context is None) == (context_pool <= 1)
+    out = seg(torch.randn(1, 1, 6, 10, 10), [torch.randn(1, 5, 3, 5, 5)])  # not divisible by 4
+    assert out.shape == (1, 3, 6, 10, 10)
