@@ -18,6 +18,7 @@ from core.train.losses import head_losses
 from core.train.subsets import stratified_subset
 
 MIN_TRAIN_CASES = 4  # below this every case trains and nothing is held back
+MIN_VAL_CASES = 2  # one validation case picks epochs by noise: then none is held back
 VAL_CHUNK = 4  # cases per backbone pass when validation features are not cached
 
 
@@ -26,7 +27,7 @@ def validation_split(cases: Sequence, *, fraction: float, seed: int) -> tuple[li
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"train.val_fraction must be in [0, 1), got {fraction}")
     n_val = round(fraction * len(cases))
-    if n_val < 1 or len(cases) - n_val < MIN_TRAIN_CASES:
+    if n_val < MIN_VAL_CASES or len(cases) - n_val < MIN_TRAIN_CASES:
         return list(cases), []
     val_ids = set(
         stratified_subset(

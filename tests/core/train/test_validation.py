@@ -28,6 +28,8 @@ def test_split_is_disjoint_covers_all_and_is_seeded(n):
 
 def test_small_sets_and_zero_fraction_keep_every_case_for_training():
     assert validation_split(_cases(MIN_TRAIN_CASES), fraction=0.2, seed=0)[1] == []
+    assert validation_split(_cases(7), fraction=0.2, seed=0)[1] == []  # 1 validation case
+    assert len(validation_split(_cases(8), fraction=0.2, seed=0)[1]) == 2
     assert validation_split(_cases(20), fraction=0.0, seed=0)[1] == []
     with pytest.raises(ValueError, match="val_fraction"):
         validation_split(_cases(20), fraction=1.0, seed=0)
