@@ -8,7 +8,8 @@ fractions, federated fine-tuning rounds and evaluation.
 - Key: `digest` = SHA-256 of the model's feature settings (input grid, backbone, diffusion,
   taps, seed) and of every backbone weight; a new global backbone gets a new digest, so stale
   features are never read.
-- Memory: features are held as float16 (half of float32) and only for the cases asked for.
+- Memory: features are held as float16 (half of float32), once, by the caller that asked for
+  them (the cache itself keeps them in memory only when it has no disk folder).
 - Disk: `<site cache>/features/<digest>/<case_id>.safetensors`, written atomically; only the
   newest `KEEP_DIGESTS` digests are kept (older folders are removed when a new one starts).
 """
@@ -68,8 +69,6 @@ class FeatureCache:
         found = self._memory.get(case_id)
         if found is None and self.folder is not None:
             found = _read(self.folder / f"{case_id}.safetensors")
-            if found is not None:
-                self._memory[case_id] = found
         if found is None:
             self.misses += 1
         else:
@@ -78,8 +77,9 @@ class FeatureCache:
 
     def put(self, case_id: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         stored = {k: v.detach().to(CACHE_DTYPE).contiguous() for k, v in tensors.items()}
-        self._memory[case_id] = stored
-        if self.folder is not None:
+        if self.folder is None:
+            self._memory[case_id] = stored
+        else:
             write_bytes_atomic(self.folder / f"{case_id}.safetensors", tensors_to_bytes(stored))
         return stored
 
