@@ -195,8 +195,6 @@ def encode_in_chunks(
     model: OrthoModel, cases: Sequence, *, batch_size: int, cache: FeatureCache | None = None
 ) -> EncodedCases:
     """`encode_cases` with backbone passes over chunks of `batch_size` (bounded activations)."""
-    if not cases:
-        raise ValueError("no cases to encode")
     if cache is None:
         cache = FeatureCache(digest="in-memory")  # memory only: nothing written
     return encode_cases(model, cases, cache=cache, batch_size=batch_size)

@@ -72,9 +72,12 @@ class Validation:
             chunks = [self.cases[i : i + VAL_CHUNK] for i in range(0, len(self.cases), VAL_CHUNK)]
             return _mean_losses(self.model, [encode_cases(self.model, c) for c in chunks])
 
+    def _module(self, head: str) -> torch.nn.Module:
+        """The weights one best state covers: a head, or the whole model ("all")."""
+        return self.model if head == "all" else self.model.head[self.model.joint.value][head]
+
     def _snapshot(self, head: str) -> dict[str, torch.Tensor]:
-        module = self.model.head[self.model.joint.value][head] if head != "all" else self.model
-        return copy.deepcopy(module.state_dict())
+        return copy.deepcopy(self._module(head).state_dict())
 
     def after_epoch(self) -> int:
         """Record this epoch; returns the number of epochs since the last improvement."""
@@ -96,8 +99,7 @@ class Validation:
 
     def restore_best(self) -> None:
         for head, (_loss, _epoch, state) in self.best.items():
-            module = self.model.head[self.model.joint.value][head] if head != "all" else self.model
-            module.load_state_dict(state)
+            self._module(head).load_state_dict(state)
 
     def best_epochs(self) -> dict[str, int]:
         return {head: epoch for head, (_loss, epoch, _state) in self.best.items()}

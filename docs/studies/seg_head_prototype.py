@@ -1,3 +1,4 @@
+# ruff: noqa  (a study record kept verbatim: the code that produced the table, not project code)
 """The throwaway prototype behind docs/feature-study.md section 1 (kept verbatim so that the
 table can be re-measured; the design it chose lives in core/models/heads.py).
 
