@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export FLWR_TELEMETRY_ENABLED := 0
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup demo test bench reproduce lint clean
+.PHONY: setup demo test bench reproduce lint format clean
 
 setup: $(STAMP)
 
@@ -34,8 +34,14 @@ bench: setup
 reproduce: setup
 	$(BIN)/python -m reproduce
 
+# Lint and format over all code (the same check .ci/run does before the tests).
 lint: setup
-	$(BIN)/ruff check core fl_client fl_server tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 clean:
 	rm -rf $(VENV) runs demo-sites .pytest_cache

@@ -40,9 +40,13 @@ def opacus_step(base, *, mode: str, scheduler, clean: torch.Tensor):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         module, optimizer, _ = PrivacyEngine(accountant="rdp").make_private(
-            module=unet, optimizer=torch.optim.Adam(unet.parameters(), lr=1e-4),
-            data_loader=loader, noise_multiplier=1.0, max_grad_norm=1.0,
-            poisson_sampling=True, grad_sample_mode=mode,
+            module=unet,
+            optimizer=torch.optim.Adam(unet.parameters(), lr=1e-4),
+            data_loader=loader,
+            noise_multiplier=1.0,
+            max_grad_norm=1.0,
+            poisson_sampling=True,
+            grad_sample_mode=mode,
         )
     generator = torch.Generator().manual_seed(2)
 
@@ -66,14 +70,23 @@ def measure(*, preset: str, batch: int, repeats: int, modes: list[str]) -> dict[
     plain_unet = copy.deepcopy(base)
     plain_opt = torch.optim.Adam(plain_unet.parameters(), lr=1e-4)
     generator = torch.Generator().manual_seed(0)
-    steps = {"plain": lambda: pretrain_step(
-        unet=plain_unet, optimizer=plain_opt, scheduler=scheduler, clean=clean,
-        generator=generator,
-    )}
+    steps = {
+        "plain": lambda: pretrain_step(
+            unet=plain_unet,
+            optimizer=plain_opt,
+            scheduler=scheduler,
+            clean=clean,
+            generator=generator,
+        )
+    }
     unet = copy.deepcopy(base)
     view = make_private_unet(
-        unet=unet, optimizer=torch.optim.Adam(unet.parameters(), lr=1e-4), cases=batch,
-        sample_rate=1.0, noise_multiplier=1.0, max_grad_norm=1.0,
+        unet=unet,
+        optimizer=torch.optim.Adam(unet.parameters(), lr=1e-4),
+        cases=batch,
+        sample_rate=1.0,
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
         generator=torch.Generator().manual_seed(1),
     )
     volumes = list(clean.numpy())  # q = 1: every step trains on the same `batch` volumes

@@ -112,7 +112,7 @@ def _probe(cases, *, init: Path, out: Path, seed: int, epochs: int) -> dict:
 
 
 def _parse_taps(text: str) -> list[dict]:
-    """"10:middle,100:up.0" -> [{"timestep": 10, "block": "middle"}, ...]."""
+    """ "10:middle,100:up.0" -> [{"timestep": 10, "block": "middle"}, ...]."""
     taps = []
     for item in text.split(","):
         timestep, _, block = item.partition(":")
@@ -180,7 +180,8 @@ def main() -> None:
         result["probe"][name] = {"macro_auc": scores, "n_heldout": report["n_cases"]}
         print(
             f"linear probe on {name:10s} backbone: macro AUC {np.mean(scores):.3f} +- "
-            f"{np.std(scores):.3f} over {len(scores)} probe seeds ({report['n_cases']} held-out cases)"
+            f"{np.std(scores):.3f} over {len(scores)} probe seeds "
+            f"({report['n_cases']} held-out cases)"
         )
     name = f"ssl_probe-{label}.json" if label else "ssl_probe.json"
     (args.out / name).write_text(json.dumps(result, indent=1))

@@ -93,10 +93,14 @@ def bench_preset(name: str, *, batch: int, repeats: int, extras: bool) -> dict:
     bare_opt = torch.optim.Adam(bare_net.parameters(), lr=1e-4)
     clean = volume(config, batch)
     g_ours, g_bare = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+
     def ours_step() -> float:
         return seconds(
             lambda: pretrain_step(
-                unet=ours_net, optimizer=ours_opt, scheduler=scheduler, clean=clean,
+                unet=ours_net,
+                optimizer=ours_opt,
+                scheduler=scheduler,
+                clean=clean,
                 generator=g_ours,
             )
         )

@@ -20,7 +20,10 @@ T = TypeVar("T")
 
 @dataclass
 class PreprocessConfig:
-    """How a view volume becomes a network input (reference: central 16 slices, 256x256, [-1, 1])."""
+    """How a view volume becomes a network input.
+
+    Reference: central 16 slices, 256x256, intensities in [-1, 1].
+    """
 
     slices: int = 16
     size: int = 256

@@ -34,8 +34,17 @@ def make_sites(root: Path) -> int:
         site = root / profile
         if not (site / "site.yaml").is_file():
             code = _orthofed(
-                "phantom", "--out", str(site), "--joint", joint,
-                "--cases", str(CASES), "--seed", str(seed), "--profile", profile,
+                "phantom",
+                "--out",
+                str(site),
+                "--joint",
+                joint,
+                "--cases",
+                str(CASES),
+                "--seed",
+                str(seed),
+                "--profile",
+                profile,
             )
             if code:
                 return code

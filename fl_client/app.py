@@ -35,9 +35,14 @@ class SiteFacts:
 
 def facts_from_node_config(node_config: dict) -> SiteFacts:
     if "site-dir" not in node_config:
-        raise ValueError("node_config has no 'site-dir': start the SuperNode with --node-config \"site-dir='/path/to/site'\"")
+        raise ValueError(
+            "node_config has no 'site-dir': start the SuperNode with "
+            "--node-config \"site-dir='/path/to/site'\""
+        )
     site_dir = Path(str(node_config["site-dir"]))
-    state = node_config.get("state-dir") or str(site_dir.resolve().parent / f"{site_dir.name}.orthofed-state")
+    state = node_config.get("state-dir") or str(
+        site_dir.resolve().parent / f"{site_dir.name}.orthofed-state"
+    )
     site_id = str(node_config.get("site-id", "")) or ""
     return SiteFacts(site_dir=site_dir, state_dir=Path(str(state)), site_id=site_id)
 
@@ -103,8 +108,11 @@ def handle_train(msg: Message, facts: SiteFacts) -> Message:
     )
     metrics = {**result.metrics, records.COMPUTE_S: round(time.monotonic() - started[1], 3)}
     reply = records.build_reply(
-        site_id=result.site_id, arrays=result.arrays, examples=result.examples,
-        metrics=metrics, refused=result.refused,
+        site_id=result.site_id,
+        arrays=result.arrays,
+        examples=result.examples,
+        metrics=metrics,
+        refused=result.refused,
     )
     return Message(reply, reply_to=msg)
 

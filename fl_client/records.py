@@ -55,17 +55,24 @@ def flatten_params(params: Mapping[str, Any]) -> dict[str, Any]:
         elif value is None:
             continue
         else:
-            raise ValueError(f"hyper-parameter {name!r} must be a scalar, got {type(value).__name__}")
+            raise ValueError(
+                f"hyper-parameter {name!r} must be a scalar, got {type(value).__name__}"
+            )
     return flat
 
 
 def unflatten_params(config: Mapping[str, Any]) -> dict[str, Any]:
     prefix = f"{PARAMS}."
-    return {key[len(prefix):]: value for key, value in config.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: value for key, value in config.items() if key.startswith(prefix)}
 
 
 def build_instruction(
-    *, arrays: Mapping[str, np.ndarray], phase: str, round_: int, index: int, seed: int,
+    *,
+    arrays: Mapping[str, np.ndarray],
+    phase: str,
+    round_: int,
+    index: int,
+    seed: int,
     params: Mapping[str, Any],
 ) -> RecordDict:
     config = ConfigRecord(
@@ -105,7 +112,7 @@ def parse_reply(content: RecordDict) -> dict[str, Any]:
     status = content[STATUS]
     metrics = dict(content[METRICS])
     examples = {
-        key[len(EXAMPLES_PREFIX):]: int(value)
+        key[len(EXAMPLES_PREFIX) :]: int(value)
         for key, value in metrics.items()
         if key.startswith(EXAMPLES_PREFIX)
     }
@@ -126,8 +133,11 @@ def parse_reply(content: RecordDict) -> dict[str, Any]:
 
 def local_models_in(content: RecordDict) -> dict[str, dict[str, np.ndarray]]:
     """The local-only models an evaluate message carries (cross-site matrix), by site."""
-    return {key[len(LOCAL_MODEL_PREFIX):]: record_to_arrays(value)
-            for key, value in content.items() if key.startswith(LOCAL_MODEL_PREFIX)}
+    return {
+        key[len(LOCAL_MODEL_PREFIX) :]: record_to_arrays(value)
+        for key, value in content.items()
+        if key.startswith(LOCAL_MODEL_PREFIX)
+    }
 
 
 def record_bytes(content: RecordDict) -> int:

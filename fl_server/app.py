@@ -22,7 +22,7 @@ from flwr.serverapp import Grid, ServerApp
 from core.federation.experiment import ExperimentConfig, load_experiment
 from core.federation.rundir import RunDir
 from fl_client import records
-from fl_server.strategy import PerGroupFedAvg, RoundContext
+from fl_server.strategy import PerGroupFedAvg
 
 log = logging.getLogger("orthofed.server")
 
@@ -92,7 +92,11 @@ def discover_sites(grid: Grid, nodes: list[int], known: dict[int, dict]) -> dict
         msgs = [Message(RecordDict({}), dst_node_id=n, message_type=MessageType.QUERY) for n in new]
         for reply in grid.send_and_receive(msgs, timeout=120):
             if reply.has_error():
-                log.warning("node %s did not identify itself: %s", reply.metadata.src_node_id, reply.error.reason)
+                log.warning(
+                    "node %s did not identify itself: %s",
+                    reply.metadata.src_node_id,
+                    reply.error.reason,
+                )
                 continue
             info = dict(reply.content[records.STATUS])
             known[reply.metadata.src_node_id] = info
@@ -126,9 +130,15 @@ class Federation:
         server_state: dict[str, Any] = {}
         point = self.run.resume_point() if settings.resume else None
         if not settings.resume and self.run.exists():
-            raise ValueError(f"{self.run.root} already holds a run; pass --resume or another --run-dir")
+            raise ValueError(
+                f"{self.run.root} already holds a run; pass --resume or another --run-dir"
+            )
         if point is not None:
-            self.state, self.start_index, server_state = point.state, point.index, point.server_state
+            self.state, self.start_index, server_state = (
+                point.state,
+                point.index,
+                point.server_state,
+            )
             log.info("resuming after round %d (%s %d)", point.index, point.phase, point.round)
         else:
             self.state = initial_global_state(self.experiment, model_config=self.model_config)
@@ -136,7 +146,9 @@ class Federation:
             from core.federation.accounting import GroupPrivacyAccountant
 
             saved = server_state.get("accountant")
-            self.accountant = GroupPrivacyAccountant.from_dict(saved) if saved else GroupPrivacyAccountant()
+            self.accountant = (
+                GroupPrivacyAccountant.from_dict(saved) if saved else GroupPrivacyAccountant()
+            )
 
     def instruction(self, *, phase: str, round_: int, index: int) -> RecordDict:
         import json
@@ -152,8 +164,12 @@ class Federation:
         }
         arrays = self._arrays_for(phase)
         return records.build_instruction(
-            arrays=arrays, phase=phase, round_=round_, index=index,
-            seed=self.experiment.seed, params=params,
+            arrays=arrays,
+            phase=phase,
+            round_=round_,
+            index=index,
+            seed=self.experiment.seed,
+            params=params,
         )
 
     def _arrays_for(self, phase: str) -> dict[str, np.ndarray]:
@@ -162,9 +178,8 @@ class Federation:
         return self.state
 
     def run_all(self) -> None:
-        from fl_server.rounds import run_evaluate_round, run_train_round
-
         from fl_server.console import final_table, print_round
+        from fl_server.rounds import run_evaluate_round, run_train_round
 
         plan = round_plan(self.experiment)
         for index, (phase, round_) in enumerate(plan, start=1):
@@ -196,14 +211,26 @@ class Federation:
         from core.federation.model_state import round_manifest
 
         manifest = round_manifest(
-            self.experiment, model_config=self.model_config, phase=record["phase"],
-            round_=record["round"], keys=list(self.state),
+            self.experiment,
+            model_config=self.model_config,
+            phase=record["phase"],
+            round_=record["round"],
+            keys=list(self.state),
         )
         self.run.save_round(
-            index=index, state=self.state, manifest=manifest,
-            history_record=record, server_state=server_state,
+            index=index,
+            state=self.state,
+            manifest=manifest,
+            history_record=record,
+            server_state=server_state,
         )
-        log.info("round %d (%s %d) saved in %.1fs", index, record["phase"], record["round"], record["wall_s"])
+        log.info(
+            "round %d (%s %d) saved in %.1fs",
+            index,
+            record["phase"],
+            record["round"],
+            record["wall_s"],
+        )
 
 
 def write_report_safely(run_dir: Path) -> Path | None:

@@ -35,8 +35,10 @@ class TlsFiles:
     @classmethod
     def under(cls, folder: Path) -> TlsFiles:
         return cls(
-            ca_cert=folder / "ca.pem", ca_key=folder / "ca.key",
-            server_cert=folder / "superlink.pem", server_key=folder / "superlink.key",
+            ca_cert=folder / "ca.pem",
+            ca_key=folder / "ca.key",
+            server_cert=folder / "superlink.pem",
+            server_key=folder / "superlink.key",
         )
 
     def check_server_side(self) -> None:
@@ -70,7 +72,8 @@ def _write_private(path: Path, data: bytes) -> None:
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
 
@@ -103,15 +106,24 @@ def _ca_certificate(key: ec.EllipticCurvePrivateKey, *, days: int) -> x509.Certi
     start, end = _validity(days)
     return (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(end)
+        .not_valid_before(start)
+        .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -121,17 +133,23 @@ def _ca_certificate(key: ec.EllipticCurvePrivateKey, *, days: int) -> x509.Certi
 
 
 def _server_certificate(
-    *, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
-    key: ec.EllipticCurvePrivateKey, hosts: list[str], days: int,
+    *,
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    key: ec.EllipticCurvePrivateKey,
+    hosts: list[str],
+    days: int,
 ) -> x509.Certificate:
     start, end = _validity(days)
     common_name = x509.NameAttribute(NameOID.COMMON_NAME, (hosts or ["localhost"])[0])
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([common_name]))
-        .issuer_name(ca_cert.subject).public_key(key.public_key())
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(end)
+        .not_valid_before(start)
+        .not_valid_after(end)
         .add_extension(x509.SubjectAlternativeName(_subject_names(hosts)), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -181,7 +199,8 @@ def create_site_keys(folder: Path, site_id: str) -> SiteKeyFiles:
     _write_private(
         files.private_key,
         key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
             serialization.NoEncryption(),
         ),
     )

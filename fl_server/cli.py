@@ -19,10 +19,18 @@ from fl_server.deploy_commands import register_deploy_commands
 
 @user_errors
 def federate(
-    config: Path = typer.Option(..., "--config", help="Experiment YAML, e.g. configs/experiments/demo.yaml."),
-    run_dir: Path | None = typer.Option(None, "--run-dir", help="Where the run's files go (default runs/<experiment name>)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue after the last completed round of --run-dir."),
-    overrides: list[str] = typer.Argument(None, help="Dotted key=value overrides, e.g. pretrain.rounds=3."),
+    config: Path = typer.Option(
+        ..., "--config", help="Experiment YAML, e.g. configs/experiments/demo.yaml."
+    ),
+    run_dir: Path | None = typer.Option(
+        None, "--run-dir", help="Where the run's files go (default runs/<experiment name>)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue after the last completed round of --run-dir."
+    ),
+    overrides: list[str] = typer.Argument(
+        None, help="Dotted key=value overrides, e.g. pretrain.rounds=3."
+    ),
 ) -> None:
     """Run a whole federation on this machine in Flower's simulation engine.
 
@@ -36,14 +44,20 @@ def federate(
     target = run_dir or Path("runs") / experiment.name
     try:
         run_embedded(
-            experiment_path=str(config), run_dir=str(target), resume=resume,
+            experiment_path=str(config),
+            run_dir=str(target),
+            resume=resume,
             overrides=list(overrides or []),
         )
     except RuntimeError as err:
         typer.secho(f"error: federation stopped: {err}", fg="red", err=True)
-        typer.secho(f"the completed rounds are kept; continue with --resume --run-dir {target}", err=True)
+        typer.secho(
+            f"the completed rounds are kept; continue with --resume --run-dir {target}", err=True
+        )
         raise typer.Exit(1) from None
-    typer.echo(f"federation finished: {target}/history.jsonl, {target}/metrics.json, {target}/report.html")
+    typer.echo(
+        f"federation finished: {target}/history.jsonl, {target}/metrics.json, {target}/report.html"
+    )
 
 
 def build_full_app() -> typer.Typer:

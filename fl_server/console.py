@@ -36,7 +36,10 @@ def print_round(record: dict[str, Any], *, total: int, console: Console | None =
         highlight=False,
     )
     for item in record.get("rejected", []):
-        console.print(f"  [yellow]rejected[/yellow] {item['site']} {item['group']}: {item['reason']}", highlight=False)
+        console.print(
+            f"  [yellow]rejected[/yellow] {item['site']} {item['group']}: {item['reason']}",
+            highlight=False,
+        )
 
 
 def final_table(metrics: dict[str, Any]) -> Table:
@@ -52,6 +55,8 @@ def final_table(metrics: dict[str, Any]) -> Table:
         cells = []
         for name in columns:
             value = values.get(name)
-            cells.append("-" if value is None else (f"{value:.0f}" if name == "n_cases" else f"{value:.3f}"))
+            cells.append(
+                "-" if value is None else (f"{value:.0f}" if name == "n_cases" else f"{value:.3f}")
+            )
         table.add_row(site, *cells)
     return table

@@ -23,28 +23,37 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orthofed.server")
 
-def local_only_instruction(
-    fed: Federation, *, index: int, initial: dict[str, Any]
-) -> RecordDict:
+
+def local_only_instruction(fed: Federation, *, index: int, initial: dict[str, Any]) -> RecordDict:
     from core.config import to_dict
     from core.train.local_only import LocalOnlyPlan
     from core.train.site_round import LOCAL_ONLY
 
     exp = fed.experiment
-    plan = LocalOnlyPlan(pretrain=exp.pretrain.train, finetune=exp.finetune.train,
-                         pretrain_rounds=exp.pretrain.rounds, finetune_rounds=exp.finetune.rounds)
+    plan = LocalOnlyPlan(
+        pretrain=exp.pretrain.train,
+        finetune=exp.finetune.train,
+        pretrain_rounds=exp.pretrain.rounds,
+        finetune_rounds=exp.finetune.rounds,
+    )
     params = {"model": json.dumps(to_dict(fed.model_config)), "train": json.dumps(plan.to_json())}
     return records.build_instruction(
-        arrays=initial, phase=LOCAL_ONLY,
-        round_=1, index=index, seed=exp.seed, params=params,
+        arrays=initial,
+        phase=LOCAL_ONLY,
+        round_=1,
+        index=index,
+        seed=exp.seed,
+        params=params,
     )
 
 
 def local_only_timeout(fed: Federation) -> float:
     """As long as the federation's own training rounds may take, one after another."""
     exp = fed.experiment
-    return max(exp.evaluate.timeout_s, exp.pretrain.timeout_s * exp.pretrain.rounds
-               + exp.finetune.timeout_s * exp.finetune.rounds)
+    return max(
+        exp.evaluate.timeout_s,
+        exp.pretrain.timeout_s * exp.pretrain.rounds + exp.finetune.timeout_s * exp.finetune.rounds,
+    )
 
 
 def run_local_only_round(fed: Federation, *, round_: int, index: int) -> dict[str, Any]:
@@ -56,8 +65,13 @@ def run_local_only_round(fed: Federation, *, round_: int, index: int) -> dict[st
     chosen, _ = _select(fed, index=index, fraction=1.0, min_sites=fed.experiment.evaluate.min_sites)
     initial = initial_global_state(fed.experiment, model_config=fed.model_config)
     content = local_only_instruction(fed, index=index, initial=initial)
-    replies, bytes_down = _send(fed, chosen=chosen, content=content,
-                                message_type=MessageType.TRAIN, timeout_s=local_only_timeout(fed))
+    replies, bytes_down = _send(
+        fed,
+        chosen=chosen,
+        content=content,
+        message_type=MessageType.TRAIN,
+        timeout_s=local_only_timeout(fed),
+    )
     failures, metrics, bytes_up = [], {}, 0
     for reply in replies:
         site = _site_name(fed, reply.metadata.src_node_id)
@@ -67,23 +81,35 @@ def run_local_only_round(fed: Federation, *, round_: int, index: int) -> dict[st
             parsed = records.parse_reply(reply.content)
             bytes_up += records.record_bytes(reply.content)
             site = parsed["site_id"] or site
-            state = merge_local_model(initial=initial, arrays=parsed["arrays"],
-                                      examples=parsed["examples"])
+            state = merge_local_model(
+                initial=initial, arrays=parsed["arrays"], examples=parsed["examples"]
+            )
         except ValueError as err:
             failures.append({"site": site, "group": "*", "reason": str(err)})
             continue
-        manifest = round_manifest(fed.experiment, model_config=fed.model_config,
-                                  phase=LOCAL_ONLY, round_=round_, keys=list(state))
-        save_local_model(fed.run.root, site=site, state=state,
-                         manifest={**manifest, "kind": LOCAL_ONLY})
+        manifest = round_manifest(
+            fed.experiment,
+            model_config=fed.model_config,
+            phase=LOCAL_ONLY,
+            round_=round_,
+            keys=list(state),
+        )
+        save_local_model(
+            fed.run.root, site=site, state=state, manifest={**manifest, "kind": LOCAL_ONLY}
+        )
         metrics[site] = dict(parsed["metrics"])
     answered = {r.metadata.src_node_id for r in replies}
     record = _base_record(fed, phase=LOCAL_ONLY, round_=round_, index=index, chosen=chosen)
-    record.update({
-        "groups": {}, "rejected": failures, "metrics": metrics,
-        "missing": sorted(_site_name(fed, n) for n in chosen if n not in answered),
-        "bytes_down": int(bytes_down), "bytes_up": int(bytes_up),
-    })
+    record.update(
+        {
+            "groups": {},
+            "rejected": failures,
+            "metrics": metrics,
+            "missing": sorted(_site_name(fed, n) for n in chosen if n not in answered),
+            "bytes_down": int(bytes_down),
+            "bytes_up": int(bytes_up),
+        }
+    )
     return record
 
 
@@ -117,8 +143,12 @@ def finish_cross_site(fed: Federation, record: dict[str, Any]) -> None:
     )
     from core.train.site_round import CROSS_PREFIX
 
-    reported = {k[len(CROSS_PREFIX):].rsplit("/", 1)[0]
-                for m in record["metrics"].values() for k in m if k.startswith(CROSS_PREFIX)}
+    reported = {
+        k[len(CROSS_PREFIX) :].rsplit("/", 1)[0]
+        for m in record["metrics"].values()
+        for k in m
+        if k.startswith(CROSS_PREFIX)
+    }
     kept = {s for s in record["sampled"] if local_model_path(fed.run.root, s).is_file()}
     local_sites = sorted(reported | kept)  # a model nobody could score still gets a null row
     matrix = cross_site_matrix(record["metrics"], local_sites=local_sites, prefix=CROSS_PREFIX)

@@ -60,8 +60,14 @@ class SuperLinkOptions:
 
 def superlink_command(options: SuperLinkOptions) -> list[str]:
     """`flower-superlink ...` with TLS (or an explicit --insecure) and no runtime installs."""
-    cmd = [flower_executable("flower-superlink"), "--disable-runtime-dependency-installation",
-           "--host", options.host, "--port", str(options.port)]
+    cmd = [
+        flower_executable("flower-superlink"),
+        "--disable-runtime-dependency-installation",
+        "--host",
+        options.host,
+        "--port",
+        str(options.port),
+    ]
     if options.insecure:
         if options.supernode_auth:
             raise ValueError(
@@ -73,8 +79,14 @@ def superlink_command(options: SuperLinkOptions) -> list[str]:
             raise ValueError("--certs DIR is required (or --insecure for a plaintext test link)")
         tls = TlsFiles.under(options.certs)
         tls.check_server_side()
-        cmd += ["--ssl-ca-certfile", str(tls.ca_cert), "--ssl-certfile", str(tls.server_cert),
-                "--ssl-keyfile", str(tls.server_key)]
+        cmd += [
+            "--ssl-ca-certfile",
+            str(tls.ca_cert),
+            "--ssl-certfile",
+            str(tls.server_cert),
+            "--ssl-keyfile",
+            str(tls.server_key),
+        ]
     if options.supernode_auth:
         cmd.append("--enable-supernode-auth")
     if options.database is not None:
@@ -121,16 +133,25 @@ def node_config(options: SuperNodeOptions) -> str:
 
 def supernode_command(options: SuperNodeOptions) -> list[str]:
     """`flower-supernode ...` dialling the SuperLink over TLS with this site's node_config."""
-    cmd = [flower_executable("flower-supernode"), "--superlink", check_address(options.superlink),
-           "--node-config", node_config(options), "--port", str(options.port)]
+    cmd = [
+        flower_executable("flower-supernode"),
+        "--superlink",
+        check_address(options.superlink),
+        "--node-config",
+        node_config(options),
+        "--port",
+        str(options.port),
+    ]
     if options.insecure:
         if options.root_certificates is not None or options.auth_key is not None:
             raise ValueError("--insecure cannot be combined with --root-certificates or --auth-key")
         cmd.append("--insecure")
     elif options.root_certificates is not None:
         if not options.root_certificates.is_file():
-            raise ValueError(f"--root-certificates {options.root_certificates} not found "
-                             "(the coordinator's ca.pem)")
+            raise ValueError(
+                f"--root-certificates {options.root_certificates} not found "
+                "(the coordinator's ca.pem)"
+            )
         cmd += ["--root-certificates", str(options.root_certificates)]
     if options.auth_key is not None:
         if not options.auth_key.is_file():

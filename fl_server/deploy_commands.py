@@ -70,7 +70,8 @@ def superlink(
     ),
     insecure: bool = typer.Option(False, "--insecure", help="Plaintext, no TLS: local tests only."),
     auth: bool = typer.Option(
-        True, "--auth/--no-auth",
+        True,
+        "--auth/--no-auth",
         help="Only SuperNodes whose public key was registered ('orthofed register') may join.",
     ),
     host: str = typer.Option("0.0.0.0", "--host", help="Interface to listen on."),
@@ -83,11 +84,16 @@ def superlink(
 ) -> None:
     """Start the coordinator's Flower SuperLink (TLS, SuperNode authentication, no installs)."""
     if insecure:
-        typer.secho("warning: --insecure: plaintext, no SuperNode authentication", fg="yellow",
-                    err=True)
+        typer.secho(
+            "warning: --insecure: plaintext, no SuperNode authentication", fg="yellow", err=True
+        )
     options = deploy.SuperLinkOptions(
-        certs=certs_dir, insecure=insecure, supernode_auth=auth and not insecure,
-        host=host, port=port, database=database,
+        certs=certs_dir,
+        insecure=insecure,
+        supernode_auth=auth and not insecure,
+        host=host,
+        port=port,
+        database=database,
     )
     _exec(deploy.superlink_command(options))
 
@@ -105,15 +111,22 @@ def supernode(
     ),
     site_id: str = typer.Option("", "--site-id", help="Override the site id of site.yaml."),
     port: int = typer.Option(
-        deploy.DEFAULT_SUPERNODE_PORT, "--port",
+        deploy.DEFAULT_SUPERNODE_PORT,
+        "--port",
         help="Local port of this SuperNode's Runtime API; one per SuperNode on a machine.",
     ),
     insecure: bool = typer.Option(False, "--insecure", help="Plaintext, no TLS: local tests only."),
 ) -> None:
     """Start this site's Flower SuperNode, serving the ClientApp on the data in --site."""
     options = deploy.SuperNodeOptions(
-        superlink=superlink_address, site_dir=site, root_certificates=root_certificates,
-        state_dir=state_dir, site_id=site_id, auth_key=auth_key, port=port, insecure=insecure,
+        superlink=superlink_address,
+        site_dir=site,
+        root_certificates=root_certificates,
+        state_dir=state_dir,
+        site_id=site_id,
+        auth_key=auth_key,
+        port=port,
+        insecure=insecure,
     )
     _exec(deploy.supernode_command(options))
 

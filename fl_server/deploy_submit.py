@@ -59,7 +59,7 @@ def _flwr_json(args: list[str], *, timeout_s: float = 120) -> dict:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     out = done.stdout
     start, end = out.find("{"), out.rfind("}")
-    answer = json.loads(out[start:end + 1]) if 0 <= start < end else {}
+    answer = json.loads(out[start : end + 1]) if 0 <= start < end else {}
     if done.returncode != 0 or not answer.get("success", False):
         reason = answer.get("error-message") or (done.stderr or out).strip()[-500:]
         raise RuntimeError(f"flwr {args[0]} failed: {' '.join(str(reason).split())}")

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("orthofed.server")
 
 
-def _select(fed: Federation, *, index: int, fraction: float, min_sites: int) -> tuple[list[int], float]:
+def _select(
+    fed: Federation, *, index: int, fraction: float, min_sites: int
+) -> tuple[list[int], float]:
     from fl_server.app import discover_sites, sample_sites, wait_for_nodes
 
     nodes = wait_for_nodes(fed.grid, minimum=min_sites, timeout_s=fed.settings.node_wait_s)
@@ -32,8 +34,15 @@ def _select(fed: Federation, *, index: int, fraction: float, min_sites: int) -> 
     return chosen, len(chosen) / max(1, len(live))
 
 
-def _send(fed: Federation, *, chosen: list[int], content, message_type: str, timeout_s: float,
-          per_node: dict | None = None):
+def _send(
+    fed: Federation,
+    *,
+    chosen: list[int],
+    content,
+    message_type: str,
+    timeout_s: float,
+    per_node: dict | None = None,
+):
     """Send `content` (or `per_node[node]` where given) to every chosen node and wait."""
     contents = {n: (per_node or {}).get(n, content) for n in chosen}
     msgs = [Message(contents[n], dst_node_id=n, message_type=message_type) for n in chosen]
@@ -46,7 +55,9 @@ def _site_name(fed: Federation, node: int) -> str:
     return str(fed.sites.get(node, {}).get(records.SITE_ID, f"node-{node}"))
 
 
-def _base_record(fed: Federation, *, phase: str, round_: int, index: int, chosen: list[int]) -> dict:
+def _base_record(
+    fed: Federation, *, phase: str, round_: int, index: int, chosen: list[int]
+) -> dict:
     return {
         "phase": phase,
         "round": round_,
@@ -59,10 +70,16 @@ def run_train_round(fed: Federation, *, phase: str, round_: int, index: int) -> 
     from fl_server.app import make_strategy
 
     plan = getattr(fed.experiment, phase)
-    chosen, sample_rate = _select(fed, index=index, fraction=plan.fraction, min_sites=plan.min_sites)
+    chosen, sample_rate = _select(
+        fed, index=index, fraction=plan.fraction, min_sites=plan.min_sites
+    )
     content = fed.instruction(phase=phase, round_=round_, index=index)
     replies, bytes_down = _send(
-        fed, chosen=chosen, content=content, message_type=MessageType.TRAIN, timeout_s=plan.timeout_s
+        fed,
+        chosen=chosen,
+        content=content,
+        message_type=MessageType.TRAIN,
+        timeout_s=plan.timeout_s,
     )
     strategy = make_strategy(fed)
     strategy.context = RoundContext(
@@ -87,9 +104,13 @@ def run_train_round(fed: Federation, *, phase: str, round_: int, index: int) -> 
     record.update(
         {
             "groups": result.groups,
-            "rejected": [*result.rejected, *[
-                {"site": f["site"], "group": "*", "reason": f["reason"]} for f in outcome.failures
-            ]],
+            "rejected": [
+                *result.rejected,
+                *[
+                    {"site": f["site"], "group": "*", "reason": f["reason"]}
+                    for f in outcome.failures
+                ],
+            ],
             "skipped_groups": result.skipped,
             "missing": sorted(_site_name(fed, n) for n in chosen if n not in answered),
             "bytes_down": int(bytes_down),
@@ -116,8 +137,10 @@ def _add_privacy(fed: Federation, record: dict, privacy: dict) -> None:
     if not (privacy or site_eps):
         return
     group_eps = {g: float(v["epsilon"]) for g, v in privacy.items()}
-    group_dp = {g: {k: v[k] for k in ("noise_multiplier", "sample_rate", "steps", "delta", "accountant")}
-                for g, v in privacy.items()}
+    group_dp = {
+        g: {k: v[k] for k in ("noise_multiplier", "sample_rate", "steps", "delta", "accountant")}
+        for g, v in privacy.items()
+    }
     record["epsilon"] = {"sites": site_eps, "groups": group_eps}
     record["dp"] = {"sites": site_dp, "groups": group_dp}
 
@@ -132,8 +155,12 @@ def run_evaluate_round(fed: Federation, *, round_: int, index: int) -> dict[str,
 
         per_node = evaluate_contents(fed, base=content, chosen=chosen)
     replies, bytes_down = _send(
-        fed, chosen=chosen, content=content, message_type=MessageType.EVALUATE,
-        timeout_s=plan.timeout_s, per_node=per_node,
+        fed,
+        chosen=chosen,
+        content=content,
+        message_type=MessageType.EVALUATE,
+        timeout_s=plan.timeout_s,
+        per_node=per_node,
     )
     metrics: dict[str, dict[str, float]] = {}
     failures = []
@@ -173,7 +200,12 @@ def weighted_metrics(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
     for values in metrics.values():
         n = float(values.get("n_cases", 0))
         for name, value in values.items():
-            if name in ("n_cases", "compute_s") or value is None or not np.isfinite(value) or n <= 0:
+            if (
+                name in ("n_cases", "compute_s")
+                or value is None
+                or not np.isfinite(value)
+                or n <= 0
+            ):
                 continue
             sums[name] = sums.get(name, 0.0) + n * float(value)
             weights[name] = weights.get(name, 0.0) + n

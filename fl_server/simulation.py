@@ -28,8 +28,13 @@ def check_sites(site_dirs: list[str]) -> None:
 
 
 def run_embedded(
-    *, experiment_path: str, run_dir: str, resume: bool = False, overrides: list[str] | None = None,
-    cpus_per_site: int | None = None, client_mods: list | None = None,
+    *,
+    experiment_path: str,
+    run_dir: str,
+    resume: bool = False,
+    overrides: list[str] | None = None,
+    cpus_per_site: int | None = None,
+    client_mods: list | None = None,
 ) -> None:
     """Run (or resume) the experiment with one simulated SuperNode per listed site.
 
@@ -41,10 +46,15 @@ def run_embedded(
     experiment = load_experiment(experiment_path, overrides=overrides)
     check_sites(experiment.sites)
     settings = ServerSettings(
-        experiment_path=experiment_path, run_dir=run_dir, overrides=overrides, resume=resume,
+        experiment_path=experiment_path,
+        run_dir=run_dir,
+        overrides=overrides,
+        resume=resume,
     )
     if not resume and (Path(run_dir) / "history.jsonl").exists():
-        raise ValueError(f"{run_dir} already holds a run: pass --resume to continue it, or another --run-dir")
+        raise ValueError(
+            f"{run_dir} already holds a run: pass --resume to continue it, or another --run-dir"
+        )
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     cpus = cpus_per_site or os.cpu_count() or 1
     server = make_server_app(settings)

@@ -19,7 +19,7 @@ from flwr.serverapp.strategy import FedAvg
 from core.federation.config import AggregationConfig, ServerDPConfig
 from core.federation.groups import group_of
 from core.federation.server_round import RoundResult, aggregate_round
-from core.federation.updates import GroupUpdate, SiteUpdate, rejection
+from core.federation.updates import GroupUpdate, SiteUpdate
 from fl_client.records import NUM_EXAMPLES, arrays_to_record, parse_reply, record_bytes
 
 
@@ -51,7 +51,9 @@ def _to_site_update(site_id: str, parsed: Mapping[str, Any]) -> SiteUpdate:
         raise ValueError(f"malformed reply: no example count for group(s) {missing}")
     return SiteUpdate(
         site_id=site_id,
-        groups={g: GroupUpdate(arrays=a, num_examples=parsed["examples"][g]) for g, a in groups.items()},
+        groups={
+            g: GroupUpdate(arrays=a, num_examples=parsed["examples"][g]) for g, a in groups.items()
+        },
     )
 
 
@@ -106,7 +108,9 @@ class PerGroupFedAvg(FedAvg):
         if not thin:
             return updates, []
         kept = [
-            SiteUpdate(site_id=u.site_id, groups={g: v for g, v in u.groups.items() if g not in thin})
+            SiteUpdate(
+                site_id=u.site_id, groups={g: v for g, v in u.groups.items() if g not in thin}
+            )
             for u in updates
         ]
         reasons = [

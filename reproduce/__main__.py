@@ -15,14 +15,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Reproduce the paper's claims on synthetic sites (resumable: finished "
         "cells are kept under OUT/reproduce/cells/ and skipped by a rerun).",
     )
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny everything (configs/reproduce-quick.yaml, 1 seed): checks "
-                        "every row end to end in minutes; default --out results/quick")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny everything (configs/reproduce-quick.yaml, 1 seed): checks "
+        "every row end to end in minutes; default --out results/quick",
+    )
     parser.add_argument("--seeds", type=int, default=None, help="seeds per cell (default: config)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default results, or results/quick with --quick)")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="configuration file (default configs/reproduce.yaml)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default results, or results/quick with --quick)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="configuration file (default configs/reproduce.yaml)",
+    )
     return parser.parse_args(argv)
 
 

@@ -118,14 +118,28 @@ def run_cells(
             if log is not None:
                 with log.open("a") as handle:
                     handle.write(f"--- {cell.key}\n{traceback.format_exc()}\n")
-            print(f"{prefix}: FAILED {type(err).__name__}: {err} "
-                  f"(elapsed {_clock(time.perf_counter() - started)})", file=out, flush=True)
+            print(
+                f"{prefix}: FAILED {type(err).__name__}: {err} "
+                f"(elapsed {_clock(time.perf_counter() - started)})",
+                file=out,
+                flush=True,
+            )
             continue
         seconds = time.perf_counter() - begin
-        result = {"key": cell.key, "row": cell.row, "setting": cell.setting, "seed": cell.seed,
-                  **result, "seconds": round(seconds, 2)}
+        result = {
+            "key": cell.key,
+            "row": cell.row,
+            "setting": cell.setting,
+            "seed": cell.seed,
+            **result,
+            "seconds": round(seconds, 2),
+        }
         cache.put(cell.key, result)
         outcome.done.append(cell.key)
-        print(f"{prefix}: {summary_of(result)} ({seconds:.1f} s, elapsed "
-              f"{_clock(time.perf_counter() - started)})", file=out, flush=True)
+        print(
+            f"{prefix}: {summary_of(result)} ({seconds:.1f} s, elapsed "
+            f"{_clock(time.perf_counter() - started)})",
+            file=out,
+            flush=True,
+        )
     return outcome

@@ -120,7 +120,8 @@ def validate(config: ReproduceConfig) -> ReproduceConfig:
     """Raise ValueError (naming the key) for settings the runner cannot use."""
     fed, ft, ph = config.federation, config.finetune, config.phantom
     _check_positive(
-        seeds=config.seeds, **{f"federation.{k}": v for k, v in vars(fed).items()},
+        seeds=config.seeds,
+        **{f"federation.{k}": v for k, v in vars(fed).items()},
         **{f"finetune.{k}": v for k, v in vars(ft).items()},
         **{f"privacy.{k}": v for k, v in vars(config.privacy).items() if k == "max_grad_norm"},
     )

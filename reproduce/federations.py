@@ -28,7 +28,12 @@ TAIL = 2000
 
 
 def experiment(
-    *, name: str, seed: int, config: ReproduceConfig, sites: list[Path], joints: list[str],
+    *,
+    name: str,
+    seed: int,
+    config: ReproduceConfig,
+    sites: list[Path],
+    joints: list[str],
     client_dp: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """An experiment (configs/experiments schema): pretraining + linear fine-tuning rounds on
@@ -43,14 +48,22 @@ def experiment(
         "joints": joints,
         "sites": [str(s.resolve()) for s in sites],
         "pretrain": {
-            "rounds": fed.pretrain_rounds, "min_sites": n,
-            "train": {"steps": fed.pretrain_steps, "batch_size": fed.pretrain_batch,
-                      "lr": fed.pretrain_lr},
+            "rounds": fed.pretrain_rounds,
+            "min_sites": n,
+            "train": {
+                "steps": fed.pretrain_steps,
+                "batch_size": fed.pretrain_batch,
+                "lr": fed.pretrain_lr,
+            },
         },
         "finetune": {
-            "rounds": fed.finetune_rounds, "min_sites": n,
-            "train": {"mode": "linear", "epochs": fed.finetune_epochs,
-                      "batch_size": fed.finetune_batch},
+            "rounds": fed.finetune_rounds,
+            "min_sites": n,
+            "train": {
+                "mode": "linear",
+                "epochs": fed.finetune_epochs,
+                "batch_size": fed.finetune_batch,
+            },
         },
         "evaluate": {"enabled": True, "min_sites": n},
         "client_dp": client_dp or {"enabled": False},
@@ -76,14 +89,23 @@ def federate(*, spec: dict[str, Any], folder: Path, rounds: int) -> Path:
     if spec.get("client_dp", {}).get("enabled") and run_dir.exists():
         shutil.rmtree(run_dir)
     exp_path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    command = [sys.executable, "-m", "fl_server.cli", "federate", "--config", str(exp_path),
-               "--run-dir", str(run_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "fl_server.cli",
+        "federate",
+        "--config",
+        str(exp_path),
+        "--run-dir",
+        str(run_dir),
+    ]
     if (run_dir / "history.jsonl").exists():
         command.append("--resume")
     env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
     with log.open("a") as handle:
-        code = subprocess.run(command, cwd=REPO, env=env, stdout=handle,
-                              stderr=subprocess.STDOUT, check=False).returncode
+        code = subprocess.run(
+            command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT, check=False
+        ).returncode
     done = completed_rounds(run_dir)
     if code != 0 or done < rounds:
         tail = log.read_text()[-TAIL:].strip().splitlines()
@@ -102,8 +124,11 @@ def global_checkpoint(run_dir: Path, *, index: int) -> Path:
 
 
 def history(run_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()
-            if line.strip()]
+    return [
+        json.loads(line)
+        for line in (run_dir / "history.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
 
 
 def spent_epsilon(run_dir: Path) -> dict[str, float]:
@@ -127,8 +152,10 @@ def summary(*, config: ReproduceConfig, run_dir: Path) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "pretrained": str(global_checkpoint(run_dir, index=fed.pretrain_rounds)),
         "final": str(global_checkpoint(run_dir, index=final)),
-        "site_evaluation": {s: {k: v for k, v in m.items() if k in ("macro_auc", "mean_dice")}
-                            for s, m in evaluation.items()},
+        "site_evaluation": {
+            s: {k: v for k, v in m.items() if k in ("macro_auc", "mean_dice")}
+            for s, m in evaluation.items()
+        },
         "epsilon_sites": spent_epsilon(run_dir),
         "wall_s": round(sum(r.get("wall_s", 0.0) for r in history(run_dir)), 1),
         "summary": f"{len(history(run_dir))} rounds",

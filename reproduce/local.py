@@ -13,8 +13,16 @@ from typing import Any
 
 from reproduce.config import ModelSpec
 
-KEPT_METRICS = ("macro_auc", "macro_auc_ci", "auc", "mean_dice", "dice", "n_cases", "n_labeled",
-                "n_masks")
+KEPT_METRICS = (
+    "macro_auc",
+    "macro_auc_ci",
+    "auc",
+    "mean_dice",
+    "dice",
+    "n_cases",
+    "n_labeled",
+    "n_masks",
+)
 
 
 def model_overrides(model: ModelSpec) -> list[str]:
@@ -28,8 +36,15 @@ def model_config(model: ModelSpec):
 
 
 def pretrain(
-    cases: Sequence, *, model: ModelSpec, run_dir: Path, steps: int, batch: int, lr: float,
-    seed: int, info: Mapping[str, Any] | None = None,
+    cases: Sequence,
+    *,
+    model: ModelSpec,
+    run_dir: Path,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    info: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Pretrain the view backbones on the non-held-out `cases` (steps=0: the random init)."""
     from core.config import PretrainRunConfig
@@ -37,14 +52,26 @@ def pretrain(
     from core.train.loops import run_pretraining
 
     config = load_run_config(
-        PretrainRunConfig, preset=model.preset, train="pretrain",
-        overrides=[*model_overrides(model), f"train.steps={steps}", f"train.batch_size={batch}",
-                   f"train.lr={lr}", f"train.seed={seed}", f"train.log_every={max(1, steps // 20)}",
-                   f"train.checkpoint_every={max(1, steps // 4)}"],
+        PretrainRunConfig,
+        preset=model.preset,
+        train="pretrain",
+        overrides=[
+            *model_overrides(model),
+            f"train.steps={steps}",
+            f"train.batch_size={batch}",
+            f"train.lr={lr}",
+            f"train.seed={seed}",
+            f"train.log_every={max(1, steps // 20)}",
+            f"train.checkpoint_every={max(1, steps // 4)}",
+        ],
     )
     result = run_pretraining(
-        cases, config=config, run_dir=run_dir, resume=True,
-        preprocess_key=preprocess_for(config.model).key(), info=dict(info or {}),
+        cases,
+        config=config,
+        run_dir=run_dir,
+        resume=True,
+        preprocess_key=preprocess_for(config.model).key(),
+        info=dict(info or {}),
     )
     return {
         "checkpoint": str(result.checkpoint),
@@ -69,7 +96,12 @@ def evaluate_checkpoint(path: str | Path, *, joint: str, cases: Sequence) -> dic
 
 
 def finetune(
-    cases: Sequence, *, init: str | Path, joint: str, model: ModelSpec, run_dir: Path,
+    cases: Sequence,
+    *,
+    init: str | Path,
+    joint: str,
+    model: ModelSpec,
+    run_dir: Path,
     train: Mapping[str, Any],
 ) -> tuple[Path, int]:
     """Fine-tune `init` for `joint` on the non-held-out `cases`; `train` holds FinetuneConfig
@@ -79,19 +111,31 @@ def finetune(
     from core.train.loops import run_finetuning
 
     config = load_run_config(
-        FinetuneRunConfig, preset=model.preset, train="finetune",
+        FinetuneRunConfig,
+        preset=model.preset,
+        train="finetune",
         overrides=[*model_overrides(model), *(f"train.{k}={v}" for k, v in train.items())],
     )
     result = run_finetuning(
-        cases, init=init, config=config, joint=joint, run_dir=run_dir,
+        cases,
+        init=init,
+        config=config,
+        joint=joint,
+        run_dir=run_dir,
         preprocess_key=preprocess_for(config.model).key(),
     )
     return result.checkpoint, result.num_examples
 
 
 def finetune_and_evaluate(
-    cases: Sequence, *, init: str | Path, joint: str, model: ModelSpec, run_dir: Path,
-    train: Mapping[str, Any], evaluations: Mapping[str, Sequence] | None = None,
+    cases: Sequence,
+    *,
+    init: str | Path,
+    joint: str,
+    model: ModelSpec,
+    run_dir: Path,
+    train: Mapping[str, Any],
+    evaluations: Mapping[str, Sequence] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune, then evaluate on the held-out `cases` (key "metrics"), or instead on each
     case list of `evaluations` (key "per_site"); the fine-tuning folder is removed after."""

@@ -48,8 +48,10 @@ class Context:
 
 def site_cells(ctx: Context) -> list[Cell]:
     def load(name: str):
-        return lambda: {"summary": f"{counts(ctx.sites.cases(name))}",
-                        "cases": counts(ctx.sites.cases(name))}
+        return lambda: {
+            "summary": f"{counts(ctx.sites.cases(name))}",
+            "cases": counts(ctx.sites.cases(name)),
+        }
 
     return [Cell(key=f"site.{name}", run=load(name)) for name in ctx.sites.folders]
 
@@ -63,24 +65,34 @@ def _federation(ctx: Context, seed: int, epsilon: float | None) -> Cell:
             from reproduce.privacy import client_dp as dp_settings
 
             client_dp = dp_settings(
-                epsilon, sites=[ctx.sites.cases(s) for s in ctx.knee_sites()],
-                fed=ctx.config.federation, privacy=ctx.config.privacy,
+                epsilon,
+                sites=[ctx.sites.cases(s) for s in ctx.knee_sites()],
+                fed=ctx.config.federation,
+                privacy=ctx.config.privacy,
             )
         spec = federations.experiment(
-            name=f"reproduce-{name}-s{seed}", seed=seed, config=ctx.config,
-            sites=[ctx.sites.folders[s] for s in ctx.knee_sites()], joints=[KNEE],
+            name=f"reproduce-{name}-s{seed}",
+            seed=seed,
+            config=ctx.config,
+            sites=[ctx.sites.folders[s] for s in ctx.knee_sites()],
+            joints=[KNEE],
             client_dp=client_dp,
         )
-        run_dir = federations.federate(spec=spec, folder=ctx.folder(seed, name),
-                                       rounds=federations.planned_rounds(ctx.config))
+        run_dir = federations.federate(
+            spec=spec, folder=ctx.folder(seed, name), rounds=federations.planned_rounds(ctx.config)
+        )
         result = federations.summary(config=ctx.config, run_dir=run_dir)
         if client_dp is not None:
-            result.update(noise_multiplier=client_dp["noise_multiplier"], epsilon_target=epsilon,
-                          epsilon=max(result["epsilon_sites"].values()))
+            result.update(
+                noise_multiplier=client_dp["noise_multiplier"],
+                epsilon_target=epsilon,
+                epsilon=max(result["epsilon_sites"].values()),
+            )
         return result
 
-    return Cell(key=f"s{seed}.{name}", run=run, seed=seed,
-                needs=[f"site.{s}" for s in ctx.knee_sites()])
+    return Cell(
+        key=f"s{seed}.{name}", run=run, seed=seed, needs=[f"site.{s}" for s in ctx.knee_sites()]
+    )
 
 
 def _pretraining(ctx: Context, seed: int, *, name: str, site_names: list[str], steps: int) -> Cell:
@@ -88,18 +100,30 @@ def _pretraining(ctx: Context, seed: int, *, name: str, site_names: list[str], s
 
     def run() -> dict[str, Any]:
         return local.pretrain(
-            ctx.sites.pooled(site_names), model=ctx.config.model,
-            run_dir=ctx.folder(seed, name), steps=steps, batch=fed.pretrain_batch,
-            lr=fed.pretrain_lr, seed=seed, info={"reproduce": name, "sites": site_names},
+            ctx.sites.pooled(site_names),
+            model=ctx.config.model,
+            run_dir=ctx.folder(seed, name),
+            steps=steps,
+            batch=fed.pretrain_batch,
+            lr=fed.pretrain_lr,
+            seed=seed,
+            info={"reproduce": name, "sites": site_names},
         )
 
-    return Cell(key=f"s{seed}.{name}", run=run, seed=seed,
-                needs=[f"site.{s}" for s in site_names])
+    return Cell(key=f"s{seed}.{name}", run=run, seed=seed, needs=[f"site.{s}" for s in site_names])
 
 
 def _finetune_cell(
-    ctx: Context, seed: int, *, suffix: str, row: str, setting: str, init_key: str,
-    init_field: str, site_names: list[str], train: dict[str, Any],
+    ctx: Context,
+    seed: int,
+    *,
+    suffix: str,
+    row: str,
+    setting: str,
+    init_key: str,
+    init_field: str,
+    site_names: list[str],
+    train: dict[str, Any],
     eval_sites: list[str] | None = None,
 ) -> Cell:
     """Fine-tune on `site_names`' training cases; evaluate on their held-out cases, or on
@@ -109,16 +133,26 @@ def _finetune_cell(
         init = ctx.cache.need(f"s{seed}.{init_key}")[init_field]
         evaluations = {s: ctx.sites.cases(s) for s in eval_sites} if eval_sites else None
         result = local.finetune_and_evaluate(
-            ctx.sites.pooled(site_names), init=init, joint=ctx.sites.joint(site_names[0]),
-            model=ctx.config.model, run_dir=ctx.folder(seed, f"tmp-{suffix}"),
-            train={**train, "seed": seed}, evaluations=evaluations,
+            ctx.sites.pooled(site_names),
+            init=init,
+            joint=ctx.sites.joint(site_names[0]),
+            model=ctx.config.model,
+            run_dir=ctx.folder(seed, f"tmp-{suffix}"),
+            train={**train, "seed": seed},
+            evaluations=evaluations,
         )
         if eval_sites:
             result["metrics"] = _site_mean(result["per_site"])
         return result
 
-    return Cell(key=f"s{seed}.{suffix}", run=run, row=row, setting=setting, seed=seed,
-                needs=[f"s{seed}.{init_key}"])
+    return Cell(
+        key=f"s{seed}.{suffix}",
+        run=run,
+        row=row,
+        setting=setting,
+        seed=seed,
+        needs=[f"s{seed}.{init_key}"],
+    )
 
 
 def _site_mean(per_site: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -131,8 +165,12 @@ def _method_train(ctx: Context, method: str, fraction: float) -> dict[str, Any]:
     ft = ctx.config.finetune
     _, _, mode = specs.METHODS[method]
     epochs = {"linear": ft.linear_epochs, "partial": ft.partial_epochs, "full": ft.full_epochs}
-    train = {"mode": mode, "epochs": epochs[mode], "batch_size": ft.batch_size,
-             "label_fraction": fraction}
+    train = {
+        "mode": mode,
+        "epochs": epochs[mode],
+        "batch_size": ft.batch_size,
+        "label_fraction": fraction,
+    }
     if method == "scratch-full":
         train["backbone_lr_scale"] = ft.scratch_backbone_lr_scale
     return train
@@ -140,8 +178,11 @@ def _method_train(ctx: Context, method: str, fraction: float) -> dict[str, Any]:
 
 def _backbone(method: str) -> tuple[str, str]:
     """(init cell suffix, field) of a method's starting checkpoint."""
-    return ("fed", "pretrained") if specs.METHODS[method][1] == "pretrained" else (
-        "random-init", "checkpoint")
+    return (
+        ("fed", "pretrained")
+        if specs.METHODS[method][1] == "pretrained"
+        else ("random-init", "checkpoint")
+    )
 
 
 def label_efficiency_cells(ctx: Context, seed: int) -> list[Cell]:
@@ -149,12 +190,19 @@ def label_efficiency_cells(ctx: Context, seed: int) -> list[Cell]:
     for method, (label, _, _) in specs.METHODS.items():
         init_key, init_field = _backbone(method)
         for fraction in ctx.config.label_fractions:
-            cells.append(_finetune_cell(
-                ctx, seed, suffix=specs.r1(method, fraction), row="1",
-                setting=f"{label} @ {specs.pct(fraction)} labels", init_key=init_key,
-                init_field=init_field, site_names=ctx.knee_sites(),
-                train=_method_train(ctx, method, fraction),
-            ))
+            cells.append(
+                _finetune_cell(
+                    ctx,
+                    seed,
+                    suffix=specs.r1(method, fraction),
+                    row="1",
+                    setting=f"{label} @ {specs.pct(fraction)} labels",
+                    init_key=init_key,
+                    init_field=init_field,
+                    site_names=ctx.knee_sites(),
+                    train=_method_train(ctx, method, fraction),
+                )
+            )
     return cells
 
 
@@ -164,8 +212,14 @@ def transfer_cells(ctx: Context, seed: int) -> list[Cell]:
         for method, label in specs.TRANSFER_METHODS.items():
             init_key, init_field = _backbone(method)
             cell = _finetune_cell(
-                ctx, seed, suffix=specs.r3(site, method), row="3", setting=f"{site}: {label}",
-                init_key=init_key, init_field=init_field, site_names=[site],
+                ctx,
+                seed,
+                suffix=specs.r3(site, method),
+                row="3",
+                setting=f"{site}: {label}",
+                init_key=init_key,
+                init_field=init_field,
+                site_names=[site],
                 train=_method_train(ctx, method, 1.0),
             )
             cell.needs.append(f"site.{site}")
@@ -176,35 +230,75 @@ def transfer_cells(ctx: Context, seed: int) -> list[Cell]:
 def federation_value_cells(ctx: Context, seed: int) -> list[Cell]:
     fed, knee = ctx.config.federation, ctx.knee_sites()
     local_steps = fed.pretrain_rounds * fed.pretrain_steps
-    train = {"mode": "linear", "epochs": fed.finetune_rounds * fed.finetune_epochs,
-             "batch_size": fed.finetune_batch}
+    train = {
+        "mode": "linear",
+        "epochs": fed.finetune_rounds * fed.finetune_epochs,
+        "batch_size": fed.finetune_batch,
+    }
     cells = []
     for site in knee:
-        cells.append(_pretraining(ctx, seed, name=f"pretrain-local-{site}", site_names=[site],
-                                  steps=local_steps))
-    cells.append(_pretraining(ctx, seed, name="pretrain-central", site_names=knee,
-                              steps=local_steps * len(knee)))
+        cells.append(
+            _pretraining(
+                ctx, seed, name=f"pretrain-local-{site}", site_names=[site], steps=local_steps
+            )
+        )
+    cells.append(
+        _pretraining(
+            ctx, seed, name="pretrain-central", site_names=knee, steps=local_steps * len(knee)
+        )
+    )
     models = specs.r2_models(ctx.config)
     for site in knee:
-        cells.append(_finetune_cell(
-            ctx, seed, suffix=specs.r2(f"local-{site}"), row="2", setting=models[f"local-{site}"],
-            init_key=f"pretrain-local-{site}", init_field="checkpoint", site_names=[site],
-            train=train, eval_sites=knee,
-        ))
-    cells.append(_finetune_cell(
-        ctx, seed, suffix=specs.r2("centralized"), row="2", setting=models["centralized"],
-        init_key="pretrain-central", init_field="checkpoint", site_names=knee, train=train,
-        eval_sites=knee,
-    ))
-    cells.append(_evaluation_cell(
-        ctx, seed, suffix=specs.r2("federated"), row="2", setting=models["federated"],
-        fed_key="fed", per_site=True,
-    ))
+        cells.append(
+            _finetune_cell(
+                ctx,
+                seed,
+                suffix=specs.r2(f"local-{site}"),
+                row="2",
+                setting=models[f"local-{site}"],
+                init_key=f"pretrain-local-{site}",
+                init_field="checkpoint",
+                site_names=[site],
+                train=train,
+                eval_sites=knee,
+            )
+        )
+    cells.append(
+        _finetune_cell(
+            ctx,
+            seed,
+            suffix=specs.r2("centralized"),
+            row="2",
+            setting=models["centralized"],
+            init_key="pretrain-central",
+            init_field="checkpoint",
+            site_names=knee,
+            train=train,
+            eval_sites=knee,
+        )
+    )
+    cells.append(
+        _evaluation_cell(
+            ctx,
+            seed,
+            suffix=specs.r2("federated"),
+            row="2",
+            setting=models["federated"],
+            fed_key="fed",
+            per_site=True,
+        )
+    )
     return cells
 
 
 def _evaluation_cell(
-    ctx: Context, seed: int, *, suffix: str, row: str, setting: str, fed_key: str,
+    ctx: Context,
+    seed: int,
+    *,
+    suffix: str,
+    row: str,
+    setting: str,
+    fed_key: str,
     per_site: bool = False,
 ) -> Cell:
     """Evaluate a federation's final global model (no training)."""
@@ -219,31 +313,53 @@ def _evaluation_cell(
             }
             result["metrics"] = _site_mean(result["per_site"])
         else:
-            result["metrics"] = local.evaluate_checkpoint(fed["final"], joint=KNEE,
-                                                          cases=ctx.knee_pool())
+            result["metrics"] = local.evaluate_checkpoint(
+                fed["final"], joint=KNEE, cases=ctx.knee_pool()
+            )
         for name in ("epsilon", "epsilon_target", "noise_multiplier", "epsilon_sites"):
             if name in fed:
                 result[name] = fed[name]
         return result
 
-    return Cell(key=f"s{seed}.{suffix}", run=run, row=row, setting=setting, seed=seed,
-                needs=[f"s{seed}.{fed_key}"])
+    return Cell(
+        key=f"s{seed}.{suffix}",
+        run=run,
+        row=row,
+        setting=setting,
+        seed=seed,
+        needs=[f"s{seed}.{fed_key}"],
+    )
 
 
 def privacy_cells(ctx: Context, seed: int) -> list[Cell]:
-    cells = [_evaluation_cell(ctx, seed, suffix=specs.r4(None), row="4",
-                              setting="epsilon = inf (no client DP)", fed_key="fed")]
+    cells = [
+        _evaluation_cell(
+            ctx,
+            seed,
+            suffix=specs.r4(None),
+            row="4",
+            setting="epsilon = inf (no client DP)",
+            fed_key="fed",
+        )
+    ]
     for eps in ctx.config.privacy.epsilons:
         cells.append(_federation(ctx, seed, eps))
-        cells.append(_evaluation_cell(ctx, seed, suffix=specs.r4(eps), row="4",
-                                      setting=f"epsilon target {eps:g}", fed_key=f"fed-eps{eps:g}"))
+        cells.append(
+            _evaluation_cell(
+                ctx,
+                seed,
+                suffix=specs.r4(eps),
+                row="4",
+                setting=f"epsilon target {eps:g}",
+                fed_key=f"fed-eps{eps:g}",
+            )
+        )
     return cells
 
 
 def seed_cells(ctx: Context, seed: int) -> list[Cell]:
     """Every cell of one seed, each after the cells it needs."""
-    random_init = _pretraining(ctx, seed, name="random-init", site_names=ctx.knee_sites(),
-                               steps=0)
+    random_init = _pretraining(ctx, seed, name="random-init", site_names=ctx.knee_sites(), steps=0)
     return [
         _federation(ctx, seed, None),
         random_init,

@@ -35,8 +35,10 @@ def label_efficiency(results: Results, config: ReproduceConfig, path: Path) -> P
     fractions = sorted(config.label_fractions)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for method, (label, _, _) in specs.METHODS.items():
-        stats = [mean_sd(values_of(grouped, suffix=specs.r1(method, f), metric=AUC).values())
-                 for f in fractions]
+        stats = [
+            mean_sd(values_of(grouped, suffix=specs.r1(method, f), metric=AUC).values())
+            for f in fractions
+        ]
         xs = [100 * f for f, (m, _) in zip(fractions, stats, strict=True) if m is not None]
         ys = [m for m, _ in stats if m is not None]
         errs = [sd or 0.0 for m, sd in stats if m is not None]
@@ -67,11 +69,24 @@ def privacy(results: Results, config: ReproduceConfig, path: Path) -> Path:
     right = max([p[0] for p in points] + [1.0]) * 1.6
     if points:
         points.sort()
-        ax.errorbar([p[0] for p in points], [p[1] for p in points],
-                    yerr=[p[2] or 0.0 for p in points], marker="o", capsize=3, label="client DP")
+        ax.errorbar(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            yerr=[p[2] or 0.0 for p in points],
+            marker="o",
+            capsize=3,
+            label="client DP",
+        )
     if inf_auc[0] is not None:
-        ax.errorbar([right], [inf_auc[0]], yerr=[inf_auc[1] or 0.0], marker="s", capsize=3,
-                    color="black", label="no DP (epsilon = inf)")
+        ax.errorbar(
+            [right],
+            [inf_auc[0]],
+            yerr=[inf_auc[1] or 0.0],
+            marker="s",
+            capsize=3,
+            color="black",
+            label="no DP (epsilon = inf)",
+        )
     ticks = [p[0] for p in points] + [right]
     ax.set_xticks(ticks, [f"{t:.2g}" for t in ticks[:-1]] + ["inf"])
     ax.set_xlabel(f"epsilon spent (worst site, delta {config.privacy.delta:.0e})")
@@ -83,18 +98,27 @@ def privacy(results: Results, config: ReproduceConfig, path: Path) -> Path:
 
 
 def cross_site_heatmap(matrix: dict[str, Any], path: Path) -> Path:
-    values = np.array([[np.nan if v is None else v for v in row] for row in matrix["macro_auc"]],
-                      dtype=float)
-    fig, ax = plt.subplots(figsize=(3.4 + 1.4 * len(matrix["sites"]),
-                                    1.4 + 0.6 * len(matrix["models"])))
+    values = np.array(
+        [[np.nan if v is None else v for v in row] for row in matrix["macro_auc"]], dtype=float
+    )
+    fig, ax = plt.subplots(
+        figsize=(3.4 + 1.4 * len(matrix["sites"]), 1.4 + 0.6 * len(matrix["models"]))
+    )
     low = min(0.5, float(np.nanmin(values))) if np.isfinite(values).any() else 0.5
     image = ax.imshow(values, vmin=low, vmax=1.0, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(matrix["sites"])), matrix["sites"])
     ax.set_yticks(range(len(matrix["models"])), matrix["models"])
     for i, row in enumerate(values):
         for j, v in enumerate(row):
-            ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.3f}", ha="center", va="center",
-                    color="white" if np.isnan(v) or v < (low + 1.0) / 2 else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                "n/a" if np.isnan(v) else f"{v:.3f}",
+                ha="center",
+                va="center",
+                color="white" if np.isnan(v) or v < (low + 1.0) / 2 else "black",
+                fontsize=9,
+            )
     ax.set_xlabel("evaluated on (held-out split)")
     ax.set_title("Cross-site macro AUC\n(mean over seeds)", fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.05)

@@ -38,8 +38,11 @@ def site_history(
         for view in case.views:
             per_view[str(view)] = per_view.get(str(view), 0) + 1
     entries = [
-        (sigma, sample_rate(batch_size=fed.pretrain_batch, cases=n),
-         fed.pretrain_steps * fed.pretrain_rounds)
+        (
+            sigma,
+            sample_rate(batch_size=fed.pretrain_batch, cases=n),
+            fed.pretrain_steps * fed.pretrain_rounds,
+        )
         for n in per_view.values()
     ]
     annotated = sum(1 for c in train if c.labels is not None or c.mask is not None)
@@ -68,14 +71,20 @@ def bound(history: Sequence[tuple[float, float, int]], *, privacy: PrivacySpec) 
     return float(epsilon)
 
 
-def worst_epsilon(sites: Sequence[Sequence], *, sigma: float, fed: FederationSpec,
-                  privacy: PrivacySpec) -> float:
-    return max(bound(site_history(cases, sigma=sigma, fed=fed), privacy=privacy)
-               for cases in sites)
+def worst_epsilon(
+    sites: Sequence[Sequence], *, sigma: float, fed: FederationSpec, privacy: PrivacySpec
+) -> float:
+    return max(bound(site_history(cases, sigma=sigma, fed=fed), privacy=privacy) for cases in sites)
 
 
-def noise_for(target: float, *, sites: Sequence[Sequence], fed: FederationSpec,
-              privacy: PrivacySpec, iterations: int = 40) -> float:
+def noise_for(
+    target: float,
+    *,
+    sites: Sequence[Sequence],
+    fed: FederationSpec,
+    privacy: PrivacySpec,
+    iterations: int = 40,
+) -> float:
     """Smallest sigma (to ~1e-3 relative) whose worst site spends <= `target`."""
     low, high = 0.3, 1.0
     while worst_epsilon(sites, sigma=high, fed=fed, privacy=privacy) > target:
@@ -93,8 +102,9 @@ def noise_for(target: float, *, sites: Sequence[Sequence], fed: FederationSpec,
     return high
 
 
-def client_dp(target: float, *, sites: Sequence[Sequence], fed: FederationSpec,
-              privacy: PrivacySpec) -> dict[str, Any]:
+def client_dp(
+    target: float, *, sites: Sequence[Sequence], fed: FederationSpec, privacy: PrivacySpec
+) -> dict[str, Any]:
     """The experiment's `client_dp` section for a whole-federation epsilon `target`."""
     sigma = noise_for(target, sites=sites, fed=fed, privacy=privacy)
     return {

@@ -64,8 +64,11 @@ def _sites(work: Path, config: ReproduceConfig, out: TextIO) -> dict[str, Path]:
         existed = (work / "sites" / spec.profile / "phantom.json").is_file()
         folders[spec.profile] = ensure_site(work / "sites", spec=spec, phantom=config.phantom)
         state = "reused" if existed else f"generated {spec.cases} cases"
-        print(f"site {spec.profile}: {state} ({time.perf_counter() - started:.1f} s)",
-              file=out, flush=True)
+        print(
+            f"site {spec.profile}: {state} ({time.perf_counter() - started:.1f} s)",
+            file=out,
+            flush=True,
+        )
     return folders
 
 
@@ -77,8 +80,7 @@ def _seed_matrices(ctx: plan.Context, results: dict[str, Any]) -> None:
         if fed is None:
             continue
         own = {k: v for k, v in results.items() if k.startswith(f"s{seed}.")}
-        matrix = tables.cross_site(own, models=models, sites=ctx.knee_sites(),
-                                   suffix_of=specs.r2)
+        matrix = tables.cross_site(own, models=models, sites=ctx.knee_sites(), suffix_of=specs.r2)
         run_dir = Path(fed["run_dir"])
         write_json_atomic(run_dir / "cross_site.json", matrix)
         try:
@@ -90,37 +92,57 @@ def _seed_matrices(ctx: plan.Context, results: dict[str, Any]) -> None:
 
 
 def write_outputs(
-    *, out: Path, config: ReproduceConfig, results: dict[str, Any], meta: dict[str, Any],
+    *,
+    out: Path,
+    config: ReproduceConfig,
+    results: dict[str, Any],
+    meta: dict[str, Any],
 ) -> dict[str, Any]:
     """reproduce.json, reproduce.md, the cross-site matrix and the plots."""
     rows = tables.table_rows(results, specs.lines(config))
     contrasts = tables.contrast_rows(results, specs.contrasts(config))
-    matrix = tables.cross_site(results, models=specs.r2_models(config),
-                               sites=config.sites_of(KNEE), suffix_of=specs.r2)
+    matrix = tables.cross_site(
+        results, models=specs.r2_models(config), sites=config.sites_of(KNEE), suffix_of=specs.r2
+    )
     work = out / "reproduce"
     write_json_atomic(work / "cross_site.json", matrix)
     pngs = {
-        "label_efficiency": plots.label_efficiency(results, config,
-                                                   out / "reproduce-label-efficiency.png"),
+        "label_efficiency": plots.label_efficiency(
+            results, config, out / "reproduce-label-efficiency.png"
+        ),
         "privacy": plots.privacy(results, config, out / "reproduce-privacy.png"),
         "cross_site": plots.cross_site_heatmap(matrix, out / "reproduce-cross-site.png"),
     }
     payload = {
-        **meta, "config": to_dict(config), "fingerprint": fingerprint(config), "reuse": REUSE,
-        "definitions": DEFINITIONS, "table": rows, "contrasts": contrasts, "cross_site": matrix,
-        "plots": {k: str(v) for k, v in pngs.items()}, "cells": results,
+        **meta,
+        "config": to_dict(config),
+        "fingerprint": fingerprint(config),
+        "reuse": REUSE,
+        "definitions": DEFINITIONS,
+        "table": rows,
+        "contrasts": contrasts,
+        "cross_site": matrix,
+        "plots": {k: str(v) for k, v in pngs.items()},
+        "cells": results,
     }
     write_json_atomic(out / "reproduce.json", payload)
     header = [
-        "# Reproduction of the paper's claims (synthetic sites)", "",
+        "# Reproduction of the paper's claims (synthetic sites)",
+        "",
         f"Produced {meta['date']} by `{meta['command']}`: {config.seeds} seed(s), "
         f"wall time {meta['wall_s'] / 60:.1f} min this invocation, "
         f"{meta['compute_s'] / 60:.1f} min of cell compute in all.",
-        "", f"Reuse: {REUSE}", "", f"Definitions: {DEFINITIONS}",
+        "",
+        f"Reuse: {REUSE}",
+        "",
+        f"Definitions: {DEFINITIONS}",
     ]
     if meta.get("failed"):
-        header += ["", f"**{len(meta['failed'])} cell(s) failed or were skipped**: "
-                   + "; ".join(f"{k}: {v}" for k, v in meta["failed"].items())]
+        header += [
+            "",
+            f"**{len(meta['failed'])} cell(s) failed or were skipped**: "
+            + "; ".join(f"{k}: {v}" for k, v in meta["failed"].items()),
+        ]
     text = tables.markdown(rows, contrasts, header=header)
     write_bytes_atomic(out / "reproduce.md", text.encode())
     return payload
@@ -137,21 +159,31 @@ def run(*, config: ReproduceConfig, out: Path, command: str, stream: TextIO = sy
     check_fingerprint(work, config)
     cache = CellCache(work / "cells")
     folders = _sites(work, config, stream)
-    ctx = plan.Context(config=config, work=work, cache=cache,
-                       sites=SiteCases(folders, model_config=model_config(config.model)))
+    ctx = plan.Context(
+        config=config,
+        work=work,
+        cache=cache,
+        sites=SiteCases(folders, model_config=model_config(config.model)),
+    )
     cells = plan.site_cells(ctx) + [c for s in range(config.seeds) for c in plan.seed_cells(ctx, s)]
     outcome = run_cells(cells, cache=cache, out=stream, log=work / "failures.log")
     results = {c.key: r for c in cells if (r := cache.get(c.key)) is not None}
     _seed_matrices(ctx, results)
     meta = {
-        "command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "command": command,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "wall_s": round(time.perf_counter() - started, 1),
         "compute_s": round(sum(r.get("seconds", 0.0) for r in results.values()), 1),
-        "cells_run": len(outcome.done), "cells_cached": len(outcome.cached),
+        "cells_run": len(outcome.done),
+        "cells_cached": len(outcome.cached),
         "failed": outcome.failed,
     }
     write_outputs(out=out, config=config, results=results, meta=meta)
-    print(f"wrote {out / 'reproduce.md'}, {out / 'reproduce.json'} and plots in "
-          f"{meta['wall_s'] / 60:.1f} min ({len(outcome.done)} cells run, "
-          f"{len(outcome.cached)} cached, {len(outcome.failed)} failed)", file=stream, flush=True)
+    print(
+        f"wrote {out / 'reproduce.md'}, {out / 'reproduce.json'} and plots in "
+        f"{meta['wall_s'] / 60:.1f} min ({len(outcome.done)} cells run, "
+        f"{len(outcome.cached)} cached, {len(outcome.failed)} failed)",
+        file=stream,
+        flush=True,
+    )
     return 1 if outcome.failed else 0

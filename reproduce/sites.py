@@ -22,15 +22,18 @@ def _profile(spec: SiteSpec, phantom: PhantomConfig):
     from core.data.phantom.profiles import get_profile
 
     profile = get_profile(spec.profile, joint=spec.joint)
-    changes = {k: getattr(phantom, k) for k in ("size", "slices", "supersample")
-               if getattr(phantom, k) > 0}
+    changes = {
+        k: getattr(phantom, k) for k in ("size", "slices", "supersample") if getattr(phantom, k) > 0
+    }
     return dataclasses.replace(profile, **changes)
 
 
 def _matches(folder: Path, *, spec: SiteSpec, phantom: PhantomConfig) -> bool:
     facts = json.loads((folder / "phantom.json").read_text())
     return (facts.get("profile"), facts.get("seed"), facts.get("n_cases")) == (
-        spec.profile, phantom.seed, spec.cases,
+        spec.profile,
+        phantom.seed,
+        spec.cases,
     )
 
 
@@ -49,8 +52,13 @@ def ensure_site(root: Path, *, spec: SiteSpec, phantom: PhantomConfig) -> Path:
         return folder
     tmp = root / f".tmp-{spec.profile}"
     shutil.rmtree(tmp, ignore_errors=True)
-    generate_site(out_dir=tmp, joint=spec.joint, n_cases=spec.cases, seed=phantom.seed,
-                  profile=_profile(spec, phantom))
+    generate_site(
+        out_dir=tmp,
+        joint=spec.joint,
+        n_cases=spec.cases,
+        seed=phantom.seed,
+        profile=_profile(spec, phantom),
+    )
     manifest = load_site(tmp).manifest
     manifest.heldout_fraction = phantom.heldout_fraction
     write_manifest(manifest, tmp / "site.yaml")

@@ -24,9 +24,9 @@ ROWS = {
 # federated extension, on which the centralized paper says nothing.
 CLAIMS = {
     "1": "Performance kept with as little as 10% of the labels (SSL features; linear probe "
-         "and fine-tuning)",
+    "and fine-tuning)",
     "2": "No claim (the paper is centralized). Federated MRNet studies report ~83% accuracy "
-         "across simulated sites",
+    "across simulated sites",
     "3": "Knee-pretrained backbones transfer to ankle and shoulder by fine-tuning",
     "4": "No claim (federated extension)",
     "5": "High accuracy on knee segmentation (Dice per structure)",
@@ -99,14 +99,20 @@ def lines(config: ReproduceConfig) -> list[Line]:
     """Every line of the results table, in order."""
     out = [
         Line("1", f"{label} @ {pct(f)} labels", r1(m, f), "metrics.macro_auc")
-        for m, (label, _, _) in METHODS.items() for f in config.label_fractions
+        for m, (label, _, _) in METHODS.items()
+        for f in config.label_fractions
     ]
     for model, label in r2_models(config).items():
-        out += [Line("2", f"{label} -> {site}", r2(model), f"per_site.{site}.macro_auc")
-                for site in config.sites_of(KNEE)]
+        out += [
+            Line("2", f"{label} -> {site}", r2(model), f"per_site.{site}.macro_auc")
+            for site in config.sites_of(KNEE)
+        ]
         out.append(Line("2", f"{label}, mean over sites", r2(model), "metrics.macro_auc"))
-    out += [Line("3", f"{site}: {label}", r3(site, m), "metrics.macro_auc")
-            for site in transfer_sites(config) for m, label in TRANSFER_METHODS.items()]
+    out += [
+        Line("3", f"{site}: {label}", r3(site, m), "metrics.macro_auc")
+        for site in transfer_sites(config)
+        for m, label in TRANSFER_METHODS.items()
+    ]
     for eps in [None, *config.privacy.epsilons]:
         name = "epsilon = inf (no client DP)" if eps is None else f"epsilon target {eps:g}"
         out.append(Line("4", name, r4(eps), "metrics.macro_auc"))
@@ -114,8 +120,7 @@ def lines(config: ReproduceConfig) -> list[Line]:
             out.append(Line("4", name, r4(eps), "epsilon", "epsilon spent (worst site)"))
     for suffix, label in segmentation_models(config).items():
         out.append(Line("5", label, suffix, "metrics.mean_dice", "mean Dice"))
-        out += [Line("5", label, suffix, f"metrics.dice.{s}", f"Dice {s}")
-                for s in KNEE_STRUCTURES]
+        out += [Line("5", label, suffix, f"metrics.dice.{s}", f"Dice {s}") for s in KNEE_STRUCTURES]
     return out
 
 
@@ -134,27 +139,59 @@ def contrasts(config: ReproduceConfig) -> list[Contrast]:
     out = []
     for f in config.label_fractions:
         out += [
-            Contrast("1", f"SSL probe - random probe @ {pct(f)}", r1("fed-linear", f),
-                     r1("random-linear", f)),
-            Contrast("1", f"SSL probe - scratch @ {pct(f)}", r1("fed-linear", f),
-                     r1("scratch-full", f)),
-            Contrast("1", f"SSL partial - scratch @ {pct(f)}", r1("fed-partial", f),
-                     r1("scratch-full", f)),
+            Contrast(
+                "1",
+                f"SSL probe - random probe @ {pct(f)}",
+                r1("fed-linear", f),
+                r1("random-linear", f),
+            ),
+            Contrast(
+                "1", f"SSL probe - scratch @ {pct(f)}", r1("fed-linear", f), r1("scratch-full", f)
+            ),
+            Contrast(
+                "1",
+                f"SSL partial - scratch @ {pct(f)}",
+                r1("fed-partial", f),
+                r1("scratch-full", f),
+            ),
         ]
     for site in config.sites_of(KNEE):
-        out.append(Contrast("2", f"federated - local-only ({site}), mean over sites",
-                            r2("federated"), r2(f"local-{site}")))
-    out.append(Contrast("2", "centralized - federated, mean over sites", r2("centralized"),
-                        r2("federated")))
+        out.append(
+            Contrast(
+                "2",
+                f"federated - local-only ({site}), mean over sites",
+                r2("federated"),
+                r2(f"local-{site}"),
+            )
+        )
+    out.append(
+        Contrast(
+            "2", "centralized - federated, mean over sites", r2("centralized"), r2("federated")
+        )
+    )
     for site in transfer_sites(config):
         out += [
-            Contrast("3", f"{site}: transfer probe - scratch", r3(site, "fed-linear"),
-                     r3(site, "scratch-full")),
-            Contrast("3", f"{site}: transfer partial - scratch", r3(site, "fed-partial"),
-                     r3(site, "scratch-full")),
-            Contrast("3", f"{site}: transfer probe - random probe", r3(site, "fed-linear"),
-                     r3(site, "random-linear")),
+            Contrast(
+                "3",
+                f"{site}: transfer probe - scratch",
+                r3(site, "fed-linear"),
+                r3(site, "scratch-full"),
+            ),
+            Contrast(
+                "3",
+                f"{site}: transfer partial - scratch",
+                r3(site, "fed-partial"),
+                r3(site, "scratch-full"),
+            ),
+            Contrast(
+                "3",
+                f"{site}: transfer probe - random probe",
+                r3(site, "fed-linear"),
+                r3(site, "random-linear"),
+            ),
         ]
-    out += [Contrast("4", f"epsilon inf - epsilon {eps:g}", r4(None), r4(eps))
-            for eps in config.privacy.epsilons]
+    out += [
+        Contrast("4", f"epsilon inf - epsilon {eps:g}", r4(None), r4(eps))
+        for eps in config.privacy.epsilons
+    ]
     return out

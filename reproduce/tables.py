@@ -46,8 +46,9 @@ def lookup(result: Mapping[str, Any], path: str) -> float | None:
     return float(value)
 
 
-def values_of(grouped: Mapping[str, Mapping[int, Mapping[str, Any]]], *, suffix: str,
-              metric: str) -> dict[int, float]:
+def values_of(
+    grouped: Mapping[str, Mapping[int, Mapping[str, Any]]], *, suffix: str, metric: str
+) -> dict[int, float]:
     """{seed: value} over the seeds whose cell has the metric."""
     found = {seed: lookup(r, metric) for seed, r in grouped.get(suffix, {}).items()}
     return {seed: v for seed, v in sorted(found.items()) if v is not None}
@@ -74,12 +75,19 @@ def table_rows(results: Results, lines: Sequence[Line]) -> list[dict[str, Any]]:
     for line in lines:
         values = values_of(grouped, suffix=line.suffix, metric=line.metric)
         mean, sd = mean_sd(values.values())
-        out.append({
-            "row": line.row, "setting": line.setting, "cell": line.suffix,
-            "metric": line.name, "path": line.metric,
-            "values": {str(k): v for k, v in values.items()}, "mean": mean, "sd": sd,
-            "n_seeds": len(values),
-        })
+        out.append(
+            {
+                "row": line.row,
+                "setting": line.setting,
+                "cell": line.suffix,
+                "metric": line.name,
+                "path": line.metric,
+                "values": {str(k): v for k, v in values.items()},
+                "mean": mean,
+                "sd": sd,
+                "n_seeds": len(values),
+            }
+        )
     return out
 
 
@@ -92,16 +100,23 @@ def contrast_rows(results: Results, contrasts: Sequence[Contrast]) -> list[dict[
         b = values_of(grouped, suffix=c.worse, metric=c.metric)
         diffs = {seed: a[seed] - b[seed] for seed in a if seed in b}
         mean, sd = mean_sd(diffs.values())
-        out.append({
-            "row": c.row, "contrast": c.label, "differences": {str(k): v for k, v in diffs.items()},
-            "mean": mean, "sd": sd, "n_seeds": len(diffs),
-            "positive_seeds": sum(1 for d in diffs.values() if d > 0),
-        })
+        out.append(
+            {
+                "row": c.row,
+                "contrast": c.label,
+                "differences": {str(k): v for k, v in diffs.items()},
+                "mean": mean,
+                "sd": sd,
+                "n_seeds": len(diffs),
+                "positive_seeds": sum(1 for d in diffs.values() if d > 0),
+            }
+        )
     return out
 
 
-def cross_site(results: Results, *, models: Mapping[str, str], sites: Sequence[str],
-               suffix_of) -> dict[str, Any]:
+def cross_site(
+    results: Results, *, models: Mapping[str, str], sites: Sequence[str], suffix_of
+) -> dict[str, Any]:
     """The row 2 matrix (mean macro AUC over seeds), in the federation report's format
     {"models", "sites", "macro_auc"} plus the seed count behind each value."""
     grouped = by_suffix(results)
@@ -109,26 +124,38 @@ def cross_site(results: Results, *, models: Mapping[str, str], sites: Sequence[s
     for model in models:
         row, counts = [], []
         for site in sites:
-            values = values_of(grouped, suffix=suffix_of(model),
-                               metric=f"per_site.{site}.macro_auc")
+            values = values_of(
+                grouped, suffix=suffix_of(model), metric=f"per_site.{site}.macro_auc"
+            )
             row.append(mean_sd(values.values())[0])
             counts.append(len(values))
         matrix.append(row)
         n.append(counts)
-    return {"models": list(models.values()), "sites": list(sites), "macro_auc": matrix,
-            "n_seeds": n}
+    return {
+        "models": list(models.values()),
+        "sites": list(sites),
+        "macro_auc": matrix,
+        "n_seeds": n,
+    }
 
 
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-def markdown(rows: Sequence[Mapping[str, Any]], contrasts: Sequence[Mapping[str, Any]], *,
-             header: Sequence[str] = ()) -> str:
+def markdown(
+    rows: Sequence[Mapping[str, Any]],
+    contrasts: Sequence[Mapping[str, Any]],
+    *,
+    header: Sequence[str] = (),
+) -> str:
     """The results table (paper's claim on the first line of each row) and the contrasts."""
-    out = [*header, "",
-           "| Row | Setting | Metric | Mean ± sd | n seeds | Paper's claim |",
-           "|---|---|---|---|---|---|"]
+    out = [
+        *header,
+        "",
+        "| Row | Setting | Metric | Mean ± sd | n seeds | Paper's claim |",
+        "|---|---|---|---|---|---|",
+    ]
     shown: set[str] = set()
     for r in rows:
         first = r["row"] not in shown
@@ -136,12 +163,21 @@ def markdown(rows: Sequence[Mapping[str, Any]], contrasts: Sequence[Mapping[str,
         row_name = f"{r['row']}. {ROWS[r['row']]}" if first else ""
         claim = CLAIMS[r["row"]] if first else ""
         digits = 2 if r["path"] == "epsilon" else 3
-        out.append(f"| {_cell(row_name)} | {_cell(r['setting'])} | {r['metric']} | "
-                   f"{format_mean_sd(r['mean'], r['sd'], digits=digits)} | {r['n_seeds']} | "
-                   f"{_cell(claim)} |")
-    out += ["", "Paired contrasts (same seed; difference of macro AUC, better - worse):", "",
-            "| Row | Contrast | Mean ± sd | Seeds > 0 |", "|---|---|---|---|"]
+        out.append(
+            f"| {_cell(row_name)} | {_cell(r['setting'])} | {r['metric']} | "
+            f"{format_mean_sd(r['mean'], r['sd'], digits=digits)} | {r['n_seeds']} | "
+            f"{_cell(claim)} |"
+        )
+    out += [
+        "",
+        "Paired contrasts (same seed; difference of macro AUC, better - worse):",
+        "",
+        "| Row | Contrast | Mean ± sd | Seeds > 0 |",
+        "|---|---|---|---|",
+    ]
     for c in contrasts:
-        out.append(f"| {c['row']} | {_cell(c['contrast'])} | "
-                   f"{format_mean_sd(c['mean'], c['sd'])} | {c['positive_seeds']}/{c['n_seeds']} |")
+        out.append(
+            f"| {c['row']} | {_cell(c['contrast'])} | "
+            f"{format_mean_sd(c['mean'], c['sd'])} | {c['positive_seeds']}/{c['n_seeds']} |"
+        )
     return "\n".join(out) + "\n"

@@ -25,9 +25,15 @@ JOINT_HELP = "knee, ankle or shoulder: needed only for a folder without site.yam
 def init(
     site_dir: Path = typer.Argument(..., help="The site folder to describe."),
     joint: str = typer.Option(..., "--joint", help="knee, ankle or shoulder."),
-    site_id: str = typer.Option("", "--site-id", help="Name of the site in a federation (default: folder name)."),
-    heldout_fraction: float = typer.Option(0.2, help="Fraction of cases held out for evaluation (by case-id hash)."),
-    cache_dir: str = typer.Option("", help="Where the preprocessing cache goes (default: beside the site folder)."),
+    site_id: str = typer.Option(
+        "", "--site-id", help="Name of the site in a federation (default: folder name)."
+    ),
+    heldout_fraction: float = typer.Option(
+        0.2, help="Fraction of cases held out for evaluation (by case-id hash)."
+    ),
+    cache_dir: str = typer.Option(
+        "", help="Where the preprocessing cache goes (default: beside the site folder)."
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing site.yaml."),
 ) -> None:
     """Write site.yaml for a folder of cases (the only command that writes into the site)."""
@@ -77,7 +83,9 @@ def check(
             console.print(f"[red]problem[/red] {line}", highlight=False)
         n_bad = sum(not c["ok"] for c in report["cases"])
         verdict = "[green]ok[/green]" if report["ok"] else "[red]problems found[/red]"
-        console.print(f"{site.site_id}: {len(report['cases'])} cases, {n_bad} with problems: {verdict}")
+        console.print(
+            f"{site.site_id}: {len(report['cases'])} cases, {n_bad} with problems: {verdict}"
+        )
     raise typer.Exit(0 if report["ok"] else 1)
 
 
@@ -87,7 +95,9 @@ def prepare(
     site_path: Path = typer.Argument(..., help=SITE_HELP),
     joint: str | None = typer.Option(None, "--joint", help=JOINT_HELP),
     slices: int = typer.Option(16, help="Central slices kept per view (padded when fewer)."),
-    size: int = typer.Option(256, help="In-plane size after resizing (256 = paper, 64 = tiny preset)."),
+    size: int = typer.Option(
+        256, help="In-plane size after resizing (256 = paper, 64 = tiny preset)."
+    ),
 ) -> None:
     """Build the site's cache of preprocessed view tensors (a re-run is a no-op)."""
     from core.data.cache import prepare_with_progress

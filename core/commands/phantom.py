@@ -26,23 +26,30 @@ def register(app: typer.Typer) -> None:
 
 @user_errors
 def phantom(
-    out: Path = typer.Option(..., "--out", help="Folder to write the site into (new or empty; "
-                             "a previous phantom site only with --force)."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="Folder to write the site into (new or empty; "
+        "a previous phantom site only with --force).",
+    ),
     joint: str = typer.Option(..., "--joint", help="Joint to simulate: knee, ankle or shoulder."),
     cases: int = typer.Option(..., "--cases", min=1, help="Number of cases (exams) to generate."),
-    seed: int = typer.Option(..., "--seed", help="Random seed; the same seed gives identical "
-                             "images and labels."),
+    seed: int = typer.Option(
+        ..., "--seed", help="Random seed; the same seed gives identical images and labels."
+    ),
     profile: str | None = typer.Option(None, "--profile", help=_PROFILE_HELP),
-    force: bool = typer.Option(False, "--force", help="Overwrite a previous phantom site in "
-                               "--out."),
+    force: bool = typer.Option(
+        False, "--force", help="Overwrite a previous phantom site in --out."
+    ),
 ) -> None:
     """Generate a synthetic MRI site: one DICOM series per view per case, labels.csv,
     knee masks, site.yaml and phantom.json."""
     j = parse_joint(joint)
     if profile is not None and profile not in PROFILES:
         fail(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
-    summary = generate_site(out_dir=out, joint=j, n_cases=cases, seed=seed, profile=profile,
-                            progress=True, force=force)
+    summary = generate_site(
+        out_dir=out, joint=j, n_cases=cases, seed=seed, profile=profile, progress=True, force=force
+    )
     prevalence = " ".join(f"{k}={v:.2f}" for k, v in summary["prevalence"].items())
     typer.echo(
         f"phantom {summary['joint']} site '{summary['profile']}' in {summary['out_dir']}: "

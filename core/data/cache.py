@@ -115,7 +115,10 @@ def _prepare_case(
     if has_mask:
         labels, affine = read_mask(mask_path)
         mask = preprocess_mask(
-            labels, affine, target=scan.views[MASK_VIEW], view=MASK_VIEW,
+            labels,
+            affine,
+            target=scan.views[MASK_VIEW],
+            view=MASK_VIEW,
             config=config.preprocess,
         )
         np.save(tmp / "mask.npy", mask)

@@ -109,10 +109,13 @@ def load_site(path: str | Path, *, joint: str | None = None) -> Site:
         manifest = load_config(SiteManifest, path=manifest_path)
         if joint is not None and parse_joint(joint) != parse_joint(manifest.joint):
             raise ValueError(
-                f"{manifest_path}: manifest says joint '{manifest.joint}' but --joint {joint} was given"
+                f"{manifest_path}: manifest says joint '{manifest.joint}' "
+                f"but --joint {joint} was given"
             )
     elif joint is None:
-        raise ValueError(f"{root}: no {MANIFEST_NAME} here; pass --joint or run 'orthofed data init'")
+        raise ValueError(
+            f"{root}: no {MANIFEST_NAME} here; pass --joint or run 'orthofed data init'"
+        )
     else:
         manifest = SiteManifest(joint=parse_joint(joint).value, site_id=root.name)
     parse_joint(manifest.joint)

@@ -68,9 +68,7 @@ def preprocess_volume(volume: Volume, *, view: View, config: PreprocessConfig) -
     return np.asarray(image.detach().cpu().numpy(), dtype=np.float16)
 
 
-def resample_labels(
-    labels: np.ndarray, labels_affine: np.ndarray, *, target: Volume
-) -> np.ndarray:
+def resample_labels(labels: np.ndarray, labels_affine: np.ndarray, *, target: Volume) -> np.ndarray:
     """Nearest-neighbour resampling of a label volume (LPS affine) onto `target`'s voxel grid."""
     from scipy.ndimage import map_coordinates
 
@@ -94,7 +92,5 @@ def preprocess_mask(
 ) -> np.ndarray:
     """A label volume -> uint8 (slices, size, size) on the preprocessed grid of `target`."""
     on_grid = resample_labels(labels, labels_affine, target=target)
-    out = _spatial(config, view, labels=True)(
-        _as_meta(on_grid.astype(np.float32), target.affine)
-    )
+    out = _spatial(config, view, labels=True)(_as_meta(on_grid.astype(np.float32), target.affine))
     return np.asarray(out[0].detach().cpu().numpy()).round().astype(np.uint8)

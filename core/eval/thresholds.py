@@ -55,9 +55,7 @@ def choose_thresholds(
     thresholds: dict[str, float] = {}
     sources: dict[str, str] = {}
     for j, name in enumerate(names):
-        chosen = (
-            youden_threshold(probabilities[:, j], labels[:, j]) if probabilities.size else None
-        )
+        chosen = youden_threshold(probabilities[:, j], labels[:, j]) if probabilities.size else None
         thresholds[name] = DEFAULT_THRESHOLD if chosen is None else chosen
         sources[name] = "default" if chosen is None else "youden"
     return thresholds, sources

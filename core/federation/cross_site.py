@@ -37,7 +37,9 @@ def local_model_path(root: Path, site: str) -> Path:
 
 
 def merge_local_model(
-    *, initial: Mapping[str, np.ndarray], arrays: Mapping[str, np.ndarray],
+    *,
+    initial: Mapping[str, np.ndarray],
+    arrays: Mapping[str, np.ndarray],
     examples: Mapping[str, int],
 ) -> dict[str, np.ndarray]:
     """The site's trained groups laid over the initial weights, each group checked like a

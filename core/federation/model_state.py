@@ -66,7 +66,11 @@ def _overlay_checkpoint(state: dict[str, np.ndarray], path: str) -> dict[str, np
 
 
 def round_manifest(
-    experiment: ExperimentConfig, *, model_config: ModelConfig, phase: str, round_: int,
+    experiment: ExperimentConfig,
+    *,
+    model_config: ModelConfig,
+    phase: str,
+    round_: int,
     keys: list[str],
 ) -> dict:
     """The JSON manifest of a global round checkpoint: a full orthofed checkpoint manifest

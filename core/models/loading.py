@@ -55,7 +55,10 @@ def _missing_heads_message(path: str | Path, joint: Joint, tensors: dict) -> str
 
 
 def model_from_checkpoint(
-    path: str | Path, *, joint: Joint | str | None = None, require_heads: bool = False,
+    path: str | Path,
+    *,
+    joint: Joint | str | None = None,
+    require_heads: bool = False,
     seed: int = 0,
 ) -> tuple[OrthoModel, Checkpoint]:
     """A model with the checkpoint's architecture and weights (heads fresh if absent,

@@ -55,8 +55,15 @@ def _title(panel: RocPanel) -> str:
 def _roc_axes(ax, panel: RocPanel) -> None:
     ax.plot([0, 1], [0, 1], color="#8c959f", lw=0.8, ls="--")
     if panel.fpr is None:
-        ax.text(0.5, 0.5, "one class only\nin held-out cases", ha="center", va="center",
-                fontsize=8, color="#57606a")
+        ax.text(
+            0.5,
+            0.5,
+            "one class only\nin held-out cases",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="#57606a",
+        )
     else:
         ax.plot(panel.fpr, panel.tpr, color=CURVE_COLOR, lw=1.6)  # ties: diagonal segments
         if panel.point is not None:
@@ -66,20 +73,32 @@ def _roc_axes(ax, panel: RocPanel) -> None:
     ax.set_ylim(-0.02, 1.02)
     ax.set_aspect("equal")
     ax.tick_params(labelsize=7)
-    ax.text(0.98, 0.03, f"{panel.n_positive}+ / {panel.n_negative}-", ha="right",
-            va="bottom", fontsize=7, color="#57606a", transform=ax.transAxes)
+    ax.text(
+        0.98,
+        0.03,
+        f"{panel.n_positive}+ / {panel.n_negative}-",
+        ha="right",
+        va="bottom",
+        fontsize=7,
+        color="#57606a",
+        transform=ax.transAxes,
+    )
 
 
 def roc_grid(panels: Sequence[RocPanel], *, columns: int = 4):
     """One ROC panel per label; the dot is the operating point at the chosen threshold."""
     rows = max(1, math.ceil(len(panels) / columns))
     fig, axes = plt.subplots(
-        rows, columns, figsize=(2.6 * columns, 3.0 * rows), squeeze=False,
-        sharex=True, sharey=True,
+        rows,
+        columns,
+        figsize=(2.6 * columns, 3.0 * rows),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
     )
     for ax, panel in zip(axes.flat, panels, strict=False):
         _roc_axes(ax, panel)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     for ax in axes[-1]:
         ax.set_xlabel("1 - specificity", fontsize=8)
@@ -106,8 +125,9 @@ def reliability_plot(
     title = "all labels pooled" + ("" if ece is None else f", ECE {ece:.3f}")
     top.set_title(title, fontsize=9)
     top.legend(fontsize=7, loc="upper left")
-    bottom.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="#8c959f",
-               edgecolor="white")
+    bottom.bar(
+        edges[:-1], counts, width=np.diff(edges), align="edge", color="#8c959f", edgecolor="white"
+    )
     bottom.set_ylabel("predictions", fontsize=8)
     bottom.set_xlabel("predicted probability", fontsize=8)
     for ax in (top, bottom):
@@ -137,7 +157,10 @@ def _outline(ax, classes: np.ndarray) -> None:
 
 
 def overlay_grid(
-    examples: Sequence[OverlayExample], *, structures: Sequence[str], seg_view: str,
+    examples: Sequence[OverlayExample],
+    *,
+    structures: Sequence[str],
+    seg_view: str,
     views: Sequence[str],
 ):
     """Per case: ground truth and prediction on the segmented view (prediction with the
@@ -146,13 +169,17 @@ def overlay_grid(
     columns = 2 + len(others)
     cmap = _structure_colors(len(structures))
     fig, axes = plt.subplots(
-        len(examples), columns, figsize=(2.5 * columns, 2.7 * len(examples)), squeeze=False,
+        len(examples),
+        columns,
+        figsize=(2.5 * columns, 2.7 * len(examples)),
+        squeeze=False,
     )
     n = len(structures)
     for row, ex in zip(axes, examples, strict=True):
         _show_labels(row[0], ex.image, classes=ex.truth, cmap=cmap, n_structures=n)
-        row[0].set_title(f"{ex.case_id}: {seg_view} slice {ex.slice_index}\nground truth",
-                         fontsize=8)
+        row[0].set_title(
+            f"{ex.case_id}: {seg_view} slice {ex.slice_index}\nground truth", fontsize=8
+        )
         _show_labels(row[1], ex.image, classes=ex.prediction, cmap=cmap, n_structures=n)
         _outline(row[1], ex.truth)
         row[1].set_title("prediction\n(white: ground-truth outline)", fontsize=8)
@@ -167,7 +194,12 @@ def overlay_grid(
             ax.set_yticks([])
     handles = [Patch(color=cmap(i), label=name) for i, name in enumerate(structures)]
     fig.tight_layout(h_pad=2.5)
-    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-               ncol=min(6, len(handles)), fontsize=7, frameon=False)  # kept by bbox "tight"
+    fig.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=min(6, len(handles)),
+        fontsize=7,
+        frameon=False,
+    )  # kept by bbox "tight"
     return fig
-

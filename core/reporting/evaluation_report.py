@@ -54,9 +54,14 @@ def roc_panels(evaluation: Evaluation) -> list[RocPanel]:
             point = (1 - report["specificity"][name], report["sensitivity"][name])
         panels.append(
             RocPanel(
-                label=name, fpr=fpr, tpr=tpr, auc=report["auc"][name],
-                ci=report["auc_ci"][name], point=point,
-                n_positive=report["n_positive"][name], n_negative=report["n_negative"][name],
+                label=name,
+                fpr=fpr,
+                tpr=tpr,
+                auc=report["auc"][name],
+                ci=report["auc_ci"][name],
+                point=point,
+                n_positive=report["n_positive"][name],
+                n_negative=report["n_negative"][name],
             )
         )
     return panels
@@ -65,15 +70,27 @@ def roc_panels(evaluation: Evaluation) -> list[RocPanel]:
 def _summary(report: dict) -> str:
     rows = [
         (
-            name, report["n_positive"][name], report["n_negative"][name], report["auc"][name],
+            name,
+            report["n_positive"][name],
+            report["n_negative"][name],
+            report["auc"][name],
             _ci_text(report["auc_ci"][name]),
             _threshold_text(report["threshold"][name], report["threshold_source"][name]),
-            report["sensitivity"][name], report["specificity"][name],
+            report["sensitivity"][name],
+            report["specificity"][name],
         )
         for name in report["auc"]
     ]
-    header = ["label", "positives", "negatives", "AUC", "95% CI", "threshold", "sensitivity",
-              "specificity"]
+    header = [
+        "label",
+        "positives",
+        "negatives",
+        "AUC",
+        "95% CI",
+        "threshold",
+        "sensitivity",
+        "specificity",
+    ]
     lead = (
         f"Macro AUC {fmt(report['macro_auc'])} (95% CI {_ci_text(report['macro_auc_ci'])}), "
         f"expected calibration error {fmt(report['calibration_error'])}, on "
@@ -86,19 +103,24 @@ def _summary(report: dict) -> str:
             f"{report['n_masks']} held-out masks."
         )
     parts = [paragraph(lead), table(header, rows, text_columns=1)]
-    parts.append(paragraph(
-        f"Thresholds maximise Youden's J (sensitivity + specificity - 1) on the site's "
-        f"{report['n_threshold_cases']} labeled training cases; the held-out cases were not "
-        "used to choose them. Sensitivity and specificity are measured on the held-out cases. "
-        "CIs: percentile bootstrap over held-out cases "
-        f"({report['bootstrap_resamples']} resamples; resamples with one class skipped)."
-    ))
+    parts.append(
+        paragraph(
+            f"Thresholds maximise Youden's J (sensitivity + specificity - 1) on the site's "
+            f"{report['n_threshold_cases']} labeled training cases; the held-out cases were not "
+            "used to choose them. Sensitivity and specificity are measured on the held-out cases. "
+            "CIs: percentile bootstrap over held-out cases "
+            f"({report['bootstrap_resamples']} resamples; resamples with one class skipped)."
+        )
+    )
     fallback = [n for n, s in report["threshold_source"].items() if s == "default"]
     if fallback:
-        parts.append(paragraph(
-            f"Threshold 0.5 (no choice possible: one class or no labeled training cases) for: "
-            f"{', '.join(fallback)}.", css="note",
-        ))
+        parts.append(
+            paragraph(
+                f"Threshold 0.5 (no choice possible: one class or no labeled training cases) for: "
+                f"{', '.join(fallback)}.",
+                css="note",
+            )
+        )
     return section("Summary", *parts)
 
 
@@ -117,9 +139,7 @@ def _calibration_section(evaluation: Evaluation) -> str:
     if probabilities.size == 0:
         return section("Calibration", paragraph("No labeled held-out cases.", css="note"))
     mean_p, frequency, counts = reliability_bins(probabilities, labels)
-    figure = reliability_plot(
-        mean_probability=mean_p, frequency=frequency, counts=counts, ece=ece
-    )
+    figure = reliability_plot(mean_probability=mean_p, frequency=frequency, counts=counts, ece=ece)
     caption = (
         f"Reliability diagram, 10 equal-width bins, all labels pooled ({int(counts.sum())} "
         f"case-label pairs). Expected calibration error {fmt(ece)}: the count-weighted mean gap "
@@ -182,7 +202,9 @@ def _segmentation_section(evaluation: Evaluation, cases: Sequence) -> str:
     examples = overlay_examples(predictions, cases)
     if examples:
         figure = overlay_grid(
-            examples, structures=KNEE_STRUCTURES, seg_view=SEG_VIEW.value,
+            examples,
+            structures=KNEE_STRUCTURES,
+            seg_view=SEG_VIEW.value,
             views=[v.value for v in VIEWS],
         )
         caption = (
@@ -192,30 +214,46 @@ def _segmentation_section(evaluation: Evaluation, cases: Sequence) -> str:
         )
         parts.append(figure_block(figure, caption=caption))
     else:
-        parts.append(paragraph(
-            f"No held-out case has a mask and a {SEG_VIEW.value} series: no overlays.", css="note"
-        ))
+        parts.append(
+            paragraph(
+                f"No held-out case has a mask and a {SEG_VIEW.value} series: no overlays.",
+                css="note",
+            )
+        )
     return section("Segmentation (knee)", *parts)
 
 
 def _counts_section(report: dict) -> str:
     rows = [
         ("held-out cases", "everything on this page", report["n_cases"]),
-        ("labeled held-out cases", "AUC, CIs, sensitivity, specificity, calibration",
-         report["n_labeled"]),
-        ("unlabeled held-out cases (skipped)", "nothing: no labels to score against",
-         report["n_unlabeled_skipped"]),
+        (
+            "labeled held-out cases",
+            "AUC, CIs, sensitivity, specificity, calibration",
+            report["n_labeled"],
+        ),
+        (
+            "unlabeled held-out cases (skipped)",
+            "nothing: no labels to score against",
+            report["n_unlabeled_skipped"],
+        ),
         ("labeled training cases", "choosing the thresholds only", report["n_threshold_cases"]),
         ("bootstrap resamples", "95% confidence intervals", report["bootstrap_resamples"]),
     ]
     if "n_masks" in report:
-        rows.append(("held-out cases with a mask",
-                     f"Dice, HD95, overlays ({SEG_VIEW.value} view)", report["n_masks"]))
+        rows.append(
+            (
+                "held-out cases with a mask",
+                f"Dice, HD95, overlays ({SEG_VIEW.value} view)",
+                report["n_masks"],
+            )
+        )
     parts = [table(["count", "used for", "n"], rows, text_columns=2)]
-    parts.append(paragraph(
-        "Per-label positives and negatives are in the summary table; per-structure counts in "
-        "the segmentation table."
-    ))
+    parts.append(
+        paragraph(
+            "Per-label positives and negatives are in the summary table; per-structure counts in "
+            "the segmentation table."
+        )
+    )
     return section("Case counts", *parts)
 
 
@@ -239,12 +277,17 @@ def render_evaluation_report(
         sections.append(_segmentation_section(evaluation, cases))
     sections.append(_counts_section(report))
     if report["n_unlabeled_skipped"]:
-        sections.insert(0, paragraph(
-            f"{report['n_unlabeled_skipped']} of {report['n_cases']} held-out cases have no "
-            "labels; they are skipped for the classification metrics.", css="note",
-        ))
-    return page(title=f"Evaluation of {site_id} ({report['joint']})", subtitle=subtitle,
-                sections=sections)
+        sections.insert(
+            0,
+            paragraph(
+                f"{report['n_unlabeled_skipped']} of {report['n_cases']} held-out cases have no "
+                "labels; they are skipped for the classification metrics.",
+                css="note",
+            ),
+        )
+    return page(
+        title=f"Evaluation of {site_id} ({report['joint']})", subtitle=subtitle, sections=sections
+    )
 
 
 def write_evaluation_report(

@@ -92,9 +92,9 @@ def paragraph(text: str, *, css: str = "") -> str:
 def page(*, title: str, subtitle: str, sections: Sequence[str]) -> str:
     """A complete HTML document."""
     return (
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>"
-        f"<h1>{esc(title)}</h1><p class=\"meta\">{esc(subtitle)}</p>"
+        f'<h1>{esc(title)}</h1><p class="meta">{esc(subtitle)}</p>'
         + "".join(sections)
         + "</body></html>"
     )

@@ -68,15 +68,25 @@ def secure_generator() -> torch.Generator:
 
 
 def make_private_unet(
-    *, unet: nn.Module, optimizer: torch.optim.Optimizer, cases: int, sample_rate: float,
-    noise_multiplier: float, max_grad_norm: float, generator: torch.Generator | None,
+    *,
+    unet: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    cases: int,
+    sample_rate: float,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    generator: torch.Generator | None,
     secure: bool = False,
 ) -> PrivateView:
     """Wrap `optimizer` (over `unet`'s parameters) for DP-SGD over `cases` at rate q; the
     gradient is divided by the expected batch size q * N, not the drawn one."""
     dp_optimizer = DPOptimizer(
-        optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
-        expected_batch_size=sample_rate * cases, loss_reduction="mean", generator=generator,
+        optimizer,
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm,
+        expected_batch_size=sample_rate * cases,
+        loss_reduction="mean",
+        generator=generator,
         secure_mode=secure,
     )
     return PrivateView(
@@ -118,7 +128,10 @@ def per_case_gradients(
 
 
 def private_step(
-    *, view: PrivateView, volumes: Sequence[np.ndarray], scheduler: DDPMScheduler,
+    *,
+    view: PrivateView,
+    volumes: Sequence[np.ndarray],
+    scheduler: DDPMScheduler,
     loss_generator: torch.Generator,
 ) -> float | None:
     """One DP-SGD step on a Poisson batch; returns the (local-only) loss, None if empty."""
@@ -159,8 +172,13 @@ def release(views: dict[View, PrivateView]) -> None:
 
 
 def train_private(
-    trainer: Pretrainer, *, steps: int, noise_multiplier: float, rates: dict[View, float],
-    max_grad_norm: float, seeds: dict[View, int] | None,
+    trainer: Pretrainer,
+    *,
+    steps: int,
+    noise_multiplier: float,
+    rates: dict[View, float],
+    max_grad_norm: float,
+    seeds: dict[View, int] | None,
 ) -> dict[View, list[float]]:
     """`steps` DP-SGD steps per trained view (views interleaved as in `train_step`).
 
@@ -173,9 +191,12 @@ def train_private(
     try:
         for view in trainer.trained_views:
             views[view] = make_private_unet(
-                unet=trainer.unets[view], optimizer=trainer.optimizers[view],
-                cases=len(trainer.volumes[view]), sample_rate=rates[view],
-                noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
+                unet=trainer.unets[view],
+                optimizer=trainer.optimizers[view],
+                cases=len(trainer.volumes[view]),
+                sample_rate=rates[view],
+                noise_multiplier=noise_multiplier,
+                max_grad_norm=max_grad_norm,
                 generator=(
                     torch.Generator().manual_seed(seeds[view]) if seeds else secure_generator()
                 ),
@@ -185,7 +206,9 @@ def train_private(
         for _ in range(steps):
             for view, wrapped in views.items():
                 loss = private_step(
-                    view=wrapped, volumes=trainer.volumes[view], scheduler=trainer.scheduler,
+                    view=wrapped,
+                    volumes=trainer.volumes[view],
+                    scheduler=trainer.scheduler,
                     loss_generator=trainer.generator,
                 )
                 trainer.emas[view].update_parameters(trainer.unets[view])
@@ -206,7 +229,12 @@ class PrivateRound:
 
 
 def pretrain_privately(
-    trainer: Pretrainer, *, config: ClientDPConfig, state_dir: Path, index: int, site_id: str,
+    trainer: Pretrainer,
+    *,
+    config: ClientDPConfig,
+    state_dir: Path,
+    index: int,
+    site_id: str,
 ) -> PrivateRound:
     """Check the site budget, train `train.steps` DP-SGD steps per view, spend the budget.
 
@@ -227,8 +255,12 @@ def pretrain_privately(
         secret = site_secret(state_dir)
         seeds = {v: private_seed(secret, index, site_id, v.value) for v in rates}
     train_private(
-        trainer, steps=train.steps, noise_multiplier=entries[0][0], rates=rates,
-        max_grad_norm=config.max_grad_norm, seeds=seeds,
+        trainer,
+        steps=train.steps,
+        noise_multiplier=entries[0][0],
+        rates=rates,
+        max_grad_norm=config.max_grad_norm,
+        seeds=seeds,
     )
     budget.spend(entries)
     return PrivateRound(metrics=budget.metrics(entries))

@@ -137,8 +137,13 @@ def _epoch(
 
 
 def finetune(
-    model: OrthoModel, cases: Sequence, *, config: FinetuneConfig, progress: bool = False,
-    subset_seed: int | None = None, feature_root: Path | None = None,
+    model: OrthoModel,
+    cases: Sequence,
+    *,
+    config: FinetuneConfig,
+    progress: bool = False,
+    subset_seed: int | None = None,
+    feature_root: Path | None = None,
 ) -> FinetuneResult:
     """Train `model` in place on the selected training cases for up to `config.epochs` epochs.
 
@@ -158,15 +163,22 @@ def finetune(
     cache = feature_cache_for(model, config=config, root=feature_root)
     cached = _encoded(model, train_cases, cache=cache, batch_size=config.batch_size)
     validation = Validation(
-        model, cases=val_cases,
+        model,
+        cases=val_cases,
         encoded=_encoded(model, val_cases, cache=cache, batch_size=config.batch_size),
         per_head=config.mode == "linear",
     )
     result = FinetuneResult(case_ids=[c.case_id for c in chosen])
     try:
         _train_epochs(
-            model, chosen=train_cases, cached=cached, optimizer=optimizer, config=config,
-            result=result, progress=progress, validation=validation,
+            model,
+            chosen=train_cases,
+            cached=cached,
+            optimizer=optimizer,
+            config=config,
+            result=result,
+            progress=progress,
+            validation=validation,
         )
         validation.restore_best()
         result.best_epochs = validation.best_epochs()
@@ -179,9 +191,15 @@ def finetune(
 
 
 def _train_epochs(
-    model: OrthoModel, *, chosen: list, cached: EncodedCases | None,
-    optimizer: torch.optim.Optimizer, config: FinetuneConfig, result: FinetuneResult,
-    progress: bool, validation: Validation,
+    model: OrthoModel,
+    *,
+    chosen: list,
+    cached: EncodedCases | None,
+    optimizer: torch.optim.Optimizer,
+    config: FinetuneConfig,
+    result: FinetuneResult,
+    progress: bool,
+    validation: Validation,
 ) -> None:
     generator = torch.Generator().manual_seed(config.seed)
     with training_progress(

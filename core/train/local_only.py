@@ -49,13 +49,23 @@ class LocalOnlyPlan:
     def to_json(self) -> dict:
         from core.config import to_dict
 
-        return {"pretrain": to_dict(self.pretrain), "finetune": to_dict(self.finetune),
-                "pretrain_rounds": self.pretrain_rounds, "finetune_rounds": self.finetune_rounds}
+        return {
+            "pretrain": to_dict(self.pretrain),
+            "finetune": to_dict(self.finetune),
+            "pretrain_rounds": self.pretrain_rounds,
+            "finetune_rounds": self.finetune_rounds,
+        }
 
 
 def local_only_round(
-    *, site, site_id: str, state_dir: Path, seed: int, model_config: ModelConfig,
-    plan: LocalOnlyPlan, initial_arrays: dict[str, np.ndarray],
+    *,
+    site,
+    site_id: str,
+    state_dir: Path,
+    seed: int,
+    model_config: ModelConfig,
+    plan: LocalOnlyPlan,
+    initial_arrays: dict[str, np.ndarray],
 ):
     """Train this site's local-only model from `initial_arrays`; returns a LocalResult with
     every group the site trained (its views' backbones, its joint's heads) and their counts."""
@@ -71,8 +81,13 @@ def local_only_round(
     for index, (phase, _) in enumerate(rounds, start=1):
         step = pretrain_round if phase == "pretrain" else finetune_round
         result = step(
-            site=site, site_id=site_id, state_dir=own_state, index=index, seed=seed,
-            model_config=model_config, global_arrays=state,
+            site=site,
+            site_id=site_id,
+            state_dir=own_state,
+            index=index,
+            seed=seed,
+            model_config=model_config,
+            global_arrays=state,
             train=plan.pretrain if phase == "pretrain" else plan.finetune,
         )
         state.update(result.arrays)

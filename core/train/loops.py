@@ -194,6 +194,8 @@ def run_finetuning(
         },
     )
     return FinetuneRunResult(
-        checkpoint=path, epoch_losses=result.epoch_losses, num_examples=result.num_examples,
+        checkpoint=path,
+        epoch_losses=result.epoch_losses,
+        num_examples=result.num_examples,
         best_epochs=result.best_epochs,
     )

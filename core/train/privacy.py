@@ -130,9 +130,7 @@ def sample_rate(*, batch_size: int, cases: int) -> float:
     return min(1.0, batch_size / cases)
 
 
-def round_entries(
-    *, rates: Sequence[float], steps: int, config: ClientDPConfig
-) -> list[Entry]:
+def round_entries(*, rates: Sequence[float], steps: int, config: ClientDPConfig) -> list[Entry]:
     """This round's accountant entries, one per trained view (rates: one per view).
 
     With `target_epsilon`, sigma is Opacus's noise for `steps * views` steps at the largest

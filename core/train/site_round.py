@@ -87,7 +87,9 @@ def check_incoming(
     for key, ref in wanted.items():
         value = given[key]
         if tuple(value.shape) != tuple(ref.shape):
-            raise ValueError(f"global array {key} has shape {value.shape}, expected {tuple(ref.shape)}")
+            raise ValueError(
+                f"global array {key} has shape {value.shape}, expected {tuple(ref.shape)}"
+            )
         if str(value.dtype) != str(ref.dtype).replace("torch.", ""):
             raise ValueError(f"global array {key} has dtype {value.dtype}, expected {ref.dtype}")
         if not np.all(np.isfinite(value)):
@@ -100,7 +102,7 @@ def _latest_state(state_dir: Path, *, before: int) -> tuple[int, Path] | None:
     found = []
     for path in state_dir.glob(f"{STATE_PREFIX}*.safetensors"):
         try:
-            index = int(path.stem[len(STATE_PREFIX):])
+            index = int(path.stem[len(STATE_PREFIX) :])
         except ValueError:
             continue
         if index < before:
@@ -118,7 +120,7 @@ def _save_state(trainer, *, state_dir: Path, index: int) -> None:
     write_json_atomic(path.with_suffix(".json"), {"step": trainer.step, **meta})
     for old in state_dir.glob(f"{STATE_PREFIX}*"):  # keep the two newest rounds
         try:
-            n = int(old.name[len(STATE_PREFIX):].split(".")[0])
+            n = int(old.name[len(STATE_PREFIX) :].split(".")[0])
         except ValueError:
             continue
         if n < index - 1:
@@ -136,8 +138,15 @@ def _restore_state(trainer, *, state_dir: Path, index: int) -> None:
 
 
 def pretrain_round(
-    *, site, site_id: str, state_dir: Path, index: int, seed: int, model_config: ModelConfig,
-    train: PretrainConfig, global_arrays: dict[str, np.ndarray],
+    *,
+    site,
+    site_id: str,
+    state_dir: Path,
+    index: int,
+    seed: int,
+    model_config: ModelConfig,
+    train: PretrainConfig,
+    global_arrays: dict[str, np.ndarray],
     client_dp: ClientDPConfig | None = None,
 ) -> LocalResult:
     """With client DP on, trains by DP-SGD (or refuses when the site budget would be
@@ -179,14 +188,17 @@ def pretrain_round(
     _save_state(trainer, state_dir=state_dir, index=index)
     weights = trainer.backbone_weights(ema=True)
     arrays = {
-        k: v.detach().cpu().numpy().copy() for k, v in weights.items()
+        k: v.detach().cpu().numpy().copy()
+        for k, v in weights.items()
         if any(k.startswith(g + ".") for g in groups)
     }
     examples = {f"backbone.{v.value}": len(volumes[v]) for v in trainer.trained_views}
     return LocalResult(site_id=site_id, arrays=arrays, examples=examples, metrics=metrics)
 
 
-def _model_with_global(*, site, model_config: ModelConfig, seed: int, global_arrays, groups_of_model):
+def _model_with_global(
+    *, site, model_config: ModelConfig, seed: int, global_arrays, groups_of_model
+):
     from core.models.registry import build_model
 
     model = build_model(model_config, joint=site.joint, seed=seed)
@@ -204,8 +216,15 @@ def _all_groups(model) -> list[str]:
 
 
 def finetune_round(
-    *, site, site_id: str, state_dir: Path, index: int, seed: int, model_config: ModelConfig,
-    train: FinetuneConfig, global_arrays: dict[str, np.ndarray],
+    *,
+    site,
+    site_id: str,
+    state_dir: Path,
+    index: int,
+    seed: int,
+    model_config: ModelConfig,
+    train: FinetuneConfig,
+    global_arrays: dict[str, np.ndarray],
     client_dp: ClientDPConfig | None = None,
 ) -> LocalResult:
     """With client DP on (and `finetune` in its phases), trains the heads by DP-SGD (or
@@ -214,7 +233,10 @@ def finetune_round(
 
     cases = _cases(site, model_config)
     model, groups = _model_with_global(
-        site=site, model_config=model_config, seed=seed, global_arrays=global_arrays,
+        site=site,
+        model_config=model_config,
+        seed=seed,
+        global_arrays=global_arrays,
         groups_of_model=_all_groups,
     )
     config = replace(train, seed=derived_seed(seed, index, site_id))
@@ -223,15 +245,24 @@ def finetune_round(
         from core.train.dp_finetune import finetune_privately
 
         private, result = finetune_privately(
-            model, cases, config=config, dp=client_dp, state_dir=state_dir, index=index,
-            site_id=site_id, subset_seed=subset_seed,
+            model,
+            cases,
+            config=config,
+            dp=client_dp,
+            state_dir=state_dir,
+            index=index,
+            site_id=site_id,
+            subset_seed=subset_seed,
         )
         if result is None:
             return LocalResult(site_id=site_id, arrays={}, examples={}, refused=private.refused)
         metrics = dict(private.metrics or {})
     else:
         result = finetune(
-            model, cases, config=config, subset_seed=subset_seed,
+            model,
+            cases,
+            config=config,
+            subset_seed=subset_seed,
             feature_root=_feature_root(site, model_config),
         )
         metrics = {"loss": float(result.epoch_losses[-1]) if result.epoch_losses else float("nan")}
@@ -244,15 +275,24 @@ def finetune_round(
         trained = [g for g in trained if not g.endswith(".seg")]
     examples = {g: (n_masks if g.endswith(".seg") else result.num_examples) for g in trained}
     arrays = {
-        k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()
+        k: v.detach().cpu().numpy().copy()
+        for k, v in model.state_dict().items()
         if any(k.startswith(g + ".") for g in trained)
     }
     return LocalResult(site_id=site_id, arrays=arrays, examples=examples, metrics=metrics)
 
 
 def train_round(
-    *, site_dir: Path, state_dir: Path, site_id: str, phase: str, index: int, seed: int,
-    model_json: dict, train_json: dict, global_arrays: dict[str, np.ndarray],
+    *,
+    site_dir: Path,
+    state_dir: Path,
+    site_id: str,
+    phase: str,
+    index: int,
+    seed: int,
+    model_json: dict,
+    train_json: dict,
+    global_arrays: dict[str, np.ndarray],
     client_dp_json: str = "",
 ) -> LocalResult:
     """Dispatch one training round of `phase` at this site (`client_dp_json`: the
@@ -263,22 +303,39 @@ def train_round(
     model_config = load_config(ModelConfig, data=model_json)
     if phase == "pretrain":
         return pretrain_round(
-            site=site, site_id=sid, state_dir=state_dir, index=index, seed=seed,
-            model_config=model_config, train=load_config(PretrainConfig, data=train_json),
-            global_arrays=global_arrays, client_dp=client_dp,
+            site=site,
+            site_id=sid,
+            state_dir=state_dir,
+            index=index,
+            seed=seed,
+            model_config=model_config,
+            train=load_config(PretrainConfig, data=train_json),
+            global_arrays=global_arrays,
+            client_dp=client_dp,
         )
     if phase == "finetune":
         return finetune_round(
-            site=site, site_id=sid, state_dir=state_dir, index=index, seed=seed,
-            model_config=model_config, train=load_config(FinetuneConfig, data=train_json),
-            global_arrays=global_arrays, client_dp=client_dp,
+            site=site,
+            site_id=sid,
+            state_dir=state_dir,
+            index=index,
+            seed=seed,
+            model_config=model_config,
+            train=load_config(FinetuneConfig, data=train_json),
+            global_arrays=global_arrays,
+            client_dp=client_dp,
         )
     if phase == LOCAL_ONLY:
         from core.train.local_only import LocalOnlyPlan, local_only_round
 
         return local_only_round(
-            site=site, site_id=sid, state_dir=state_dir, seed=seed, model_config=model_config,
-            plan=LocalOnlyPlan.from_json(train_json), initial_arrays=global_arrays,
+            site=site,
+            site_id=sid,
+            state_dir=state_dir,
+            seed=seed,
+            model_config=model_config,
+            plan=LocalOnlyPlan.from_json(train_json),
+            initial_arrays=global_arrays,
         )
     raise ValueError(f"unknown phase {phase!r}: expected pretrain, finetune or {LOCAL_ONLY}")
 
@@ -301,8 +358,19 @@ def flatten_metrics(report: dict[str, Any]) -> dict[str, float]:
 # thresholds and per-label positive/negative counts stay in the site's local report (the
 # counts of a small held-out split say too much about individual patients).
 SHARED_EVALUATION = (
-    "macro_auc", "auc/", "mean_dice", "dice/", "mean_hd95", "hd95/", "calibration_error",
-    "sensitivity/", "specificity/", "n_cases", "n_labeled", "n_masks", "n_unlabeled_skipped",
+    "macro_auc",
+    "auc/",
+    "mean_dice",
+    "dice/",
+    "mean_hd95",
+    "hd95/",
+    "calibration_error",
+    "sensitivity/",
+    "specificity/",
+    "n_cases",
+    "n_labeled",
+    "n_masks",
+    "n_unlabeled_skipped",
 )
 
 
@@ -314,7 +382,11 @@ CROSS_PREFIX = "cross/"
 
 
 def evaluate_round(
-    *, site_dir: Path, site_id: str, seed: int, model_json: dict,
+    *,
+    site_dir: Path,
+    site_id: str,
+    seed: int,
+    model_json: dict,
     global_arrays: dict[str, np.ndarray],
     other_models: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> tuple[str, dict[str, float]]:
@@ -329,7 +401,10 @@ def evaluate_round(
 
     def metrics_of(arrays: dict[str, np.ndarray]) -> dict[str, float]:
         model, _ = _model_with_global(
-            site=site, model_config=model_config, seed=seed, global_arrays=arrays,
+            site=site,
+            model_config=model_config,
+            seed=seed,
+            global_arrays=arrays,
             groups_of_model=_all_groups,
         )
         return shared_evaluation(flatten_metrics(evaluate(model, cases)))

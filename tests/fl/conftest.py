@@ -23,22 +23,39 @@ TINY_MODEL = [
 ]
 
 
-def make_site(root: Path, *, joint: str, site_id: str, seed: int, n_cases: int = 5,
-              views=VIEWS, labels: bool = True, case_prefix: str = "case-") -> Path:
+def make_site(
+    root: Path,
+    *,
+    joint: str,
+    site_id: str,
+    seed: int,
+    n_cases: int = 5,
+    views=VIEWS,
+    labels: bool = True,
+    case_prefix: str = "case-",
+) -> Path:
     rng = np.random.default_rng(seed)
     rows = []
     for c in range(n_cases):
         for i, view in enumerate(views):
             factory.write_series(
-                root / f"{case_prefix}{c}" / f"s{i}", view=view.value, n_slices=8, rows=16,
-                cols=16, seed=1000 * seed + 10 * c + i,
+                root / f"{case_prefix}{c}" / f"s{i}",
+                view=view.value,
+                n_slices=8,
+                rows=16,
+                cols=16,
+                seed=1000 * seed + 10 * c + i,
             )
         rows.append([f"{case_prefix}{c}", *[str(int(rng.random() < 0.5)) for _ in LABELS[joint]]])
     if labels:
         header = ",".join(["case_id", *LABELS[joint]])
-        (root / "labels.csv").write_text(header + "\n" + "\n".join(",".join(r) for r in rows) + "\n")
+        (root / "labels.csv").write_text(
+            header + "\n" + "\n".join(",".join(r) for r in rows) + "\n"
+        )
     write_manifest(
-        SiteManifest(joint=joint, site_id=site_id, heldout_fraction=0.3, cache_dir=str(root) + ".cache"),
+        SiteManifest(
+            joint=joint, site_id=site_id, heldout_fraction=0.3, cache_dir=str(root) + ".cache"
+        ),
         root / "site.yaml",
     )
     return root

@@ -22,12 +22,12 @@ def cross_site_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cross")
     sites = [  # enough held-out cases (3) for most labels to have both classes
         make_site(root / "knee-a", joint="knee", site_id="knee-a", seed=11, n_cases=10),
-        make_site(root / "knee-b", joint="knee", site_id="knee-b", seed=12, n_cases=10,
-                  views=VIEWS[:2]),
+        make_site(
+            root / "knee-b", joint="knee", site_id="knee-b", seed=12, n_cases=10, views=VIEWS[:2]
+        ),
         make_site(root / "ankle-c", joint="ankle", site_id="ankle-c", seed=13, n_cases=10),
     ]
-    exp = write_experiment(root / "exp.yaml", sites=sites,
-                           extra="evaluate: {cross_site: true}")
+    exp = write_experiment(root / "exp.yaml", sites=sites, extra="evaluate: {cross_site: true}")
     result = _federate(exp, root / "run", "pretrain.rounds=1")
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "run"
@@ -36,7 +36,10 @@ def cross_site_run(tmp_path_factory):
 def test_local_only_round_precedes_evaluation(cross_site_run):
     history = _history(cross_site_run)
     assert [(r["phase"], r["round"]) for r in history] == [
-        ("pretrain", 1), ("finetune", 1), ("local-only", 1), ("evaluate", 1)
+        ("pretrain", 1),
+        ("finetune", 1),
+        ("local-only", 1),
+        ("evaluate", 1),
     ]
     local = history[2]
     assert set(local["metrics"]) == {"knee-a", "knee-b", "ankle-c"} and not local["rejected"]
@@ -61,8 +64,10 @@ def test_matrix_shape_and_values(cross_site_run):
                 assert value is None  # a knee model is never scored on an ankle site
             else:
                 assert value is not None and 0.0 <= value <= 1.0
-    assert json.loads((cross_site_run / "history.jsonl").read_text().splitlines()[-1])[
-        "cross_site"] == matrix
+    assert (
+        json.loads((cross_site_run / "history.jsonl").read_text().splitlines()[-1])["cross_site"]
+        == matrix
+    )
     assert "Cross-site" in (cross_site_run / "report.html").read_text()
 
 
@@ -74,8 +79,9 @@ def test_local_models_are_checkpoints_and_differ_from_global(cross_site_run):
         assert checkpoint.manifest["phase"] == "local-only" and checkpoint.manifest["site"] == site
         local = load_arrays(path)
         assert set(local) == set(final)
-        assert not np.allclose(local["head.knee.cls.classifier.weight"],
-                               final["head.knee.cls.classifier.weight"])
+        assert not np.allclose(
+            local["head.knee.cls.classifier.weight"], final["head.knee.cls.classifier.weight"]
+        )
     # knee-b has no axial series: its local model keeps the initial axial backbone
     knee_b = load_arrays(cross_site_run / "local" / "knee-b.safetensors")
     knee_a = load_arrays(cross_site_run / "local" / "knee-a.safetensors")

@@ -60,15 +60,24 @@ def test_site_keys_are_what_flower_reads(tmp_path):
 
 def test_node_config_round_trips_through_flowers_parser(tmp_path, fed_sites):
     options = deploy.SuperNodeOptions(
-        superlink="10.0.0.5:8000", site_dir=fed_sites[0], root_certificates=None,
-        state_dir=tmp_path / "my state", site_id="knee-a",
+        superlink="10.0.0.5:8000",
+        site_dir=fed_sites[0],
+        root_certificates=None,
+        state_dir=tmp_path / "my state",
+        site_id="knee-a",
     )
     parsed = parse_config_args([deploy.node_config(options)])
-    assert parsed == {"site-dir": str(fed_sites[0].resolve()),
-                      "state-dir": str((tmp_path / "my state").resolve()), "site-id": "knee-a"}
+    assert parsed == {
+        "site-dir": str(fed_sites[0].resolve()),
+        "state-dir": str((tmp_path / "my state").resolve()),
+        "site-id": "knee-a",
+    }
     with pytest.raises(ValueError, match="site.yaml"):
-        deploy.node_config(deploy.SuperNodeOptions(
-            superlink="10.0.0.5:8000", site_dir=tmp_path, root_certificates=None))
+        deploy.node_config(
+            deploy.SuperNodeOptions(
+                superlink="10.0.0.5:8000", site_dir=tmp_path, root_certificates=None
+            )
+        )
 
 
 def test_superlink_needs_certs_or_an_explicit_insecure(tmp_path):
@@ -109,8 +118,12 @@ def _orthofed(*args: str) -> list[str]:
 
 
 def _env(home: Path) -> dict[str, str]:
-    return {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_HOME": str(home),
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return {
+        **os.environ,
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "FLWR_HOME": str(home),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -176,16 +189,35 @@ class Federation:
     def spawn(self, name: str, cmd: list[str]) -> tuple[subprocess.Popen, Path]:
         log = self.root / f"{name}.log"
         with log.open("w") as out:
-            proc = subprocess.Popen(cmd, cwd=REPO, env=_env(self.root / f"home-{name}"),
-                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                cwd=REPO,
+                env=_env(self.root / f"home-{name}"),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs.append(proc)
         return proc, log
 
     def supernode(self, name: str, *extra: str, site: Path) -> tuple[subprocess.Popen, Path]:
-        return self.spawn(name, _orthofed(
-            "supernode", "--superlink", self.address, "--site", str(site), "--site-id", name,
-            "--state-dir", str(self.root / "state" / name), "--port", str(self.port()), *extra,
-        ))
+        return self.spawn(
+            name,
+            _orthofed(
+                "supernode",
+                "--superlink",
+                self.address,
+                "--site",
+                str(site),
+                "--site-id",
+                name,
+                "--state-dir",
+                str(self.root / "state" / name),
+                "--port",
+                str(self.port()),
+                *extra,
+            ),
+        )
 
     def close(self) -> None:
         for proc in reversed(self.procs):
@@ -199,25 +231,60 @@ def federation(tmp_path_factory, fed_sites):
     fed = Federation(root)
     try:
         made = subprocess.run(
-            _orthofed("certs", "--out", str(fed.certs), "--host", "127.0.0.1",
-                      "--sites", ",".join([*SITES, "rogue"])),
-            cwd=REPO, env=_env(fed.cli_home), capture_output=True, text=True, timeout=60,
+            _orthofed(
+                "certs",
+                "--out",
+                str(fed.certs),
+                "--host",
+                "127.0.0.1",
+                "--sites",
+                ",".join([*SITES, "rogue"]),
+            ),
+            cwd=REPO,
+            env=_env(fed.cli_home),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert made.returncode == 0, made.stderr
-        link, link_log = fed.spawn("superlink", _orthofed(
-            "superlink", "--certs", str(fed.certs), "--host", "127.0.0.1",
-            "--port", str(fed.link_port),
-        ))
+        link, link_log = fed.spawn(
+            "superlink",
+            _orthofed(
+                "superlink",
+                "--certs",
+                str(fed.certs),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(fed.link_port),
+            ),
+        )
         _wait_listening(fed.link_port, link, link_log)
         registered = subprocess.run(
-            _orthofed("register", "--superlink", fed.address, "--root-certificates", str(fed.ca),
-                      *[str(fed.certs / "sites" / f"{s}.pub") for s in SITES]),
-            cwd=REPO, env=_env(fed.cli_home), capture_output=True, text=True, timeout=120,
+            _orthofed(
+                "register",
+                "--superlink",
+                fed.address,
+                "--root-certificates",
+                str(fed.ca),
+                *[str(fed.certs / "sites" / f"{s}.pub") for s in SITES],
+            ),
+            cwd=REPO,
+            env=_env(fed.cli_home),
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert registered.returncode == 0, registered.stderr + registered.stdout
         for name, site in zip(SITES, fed_sites, strict=True):
-            fed.supernode(name, "--root-certificates", str(fed.ca),
-                          "--auth-key", str(fed.certs / "sites" / f"{name}.key"), site=site)
+            fed.supernode(
+                name,
+                "--root-certificates",
+                str(fed.ca),
+                "--auth-key",
+                str(fed.certs / "sites" / f"{name}.key"),
+                site=site,
+            )
         yield fed
     finally:
         fed.close()
@@ -229,10 +296,26 @@ def two_rounds(federation, fed_sites):
     run_dir = federation.root / "run"
     started = time.monotonic()
     done = subprocess.run(
-        _orthofed("submit", "--config", str(exp), "--superlink", federation.address,
-                  "--root-certificates", str(federation.ca), "--run-dir", str(run_dir),
-                  "--timeout", "600", "pretrain.rounds=1", "evaluate.enabled=false"),
-        cwd=REPO, env=_env(federation.cli_home), capture_output=True, text=True, timeout=700,
+        _orthofed(
+            "submit",
+            "--config",
+            str(exp),
+            "--superlink",
+            federation.address,
+            "--root-certificates",
+            str(federation.ca),
+            "--run-dir",
+            str(run_dir),
+            "--timeout",
+            "600",
+            "pretrain.rounds=1",
+            "evaluate.enabled=false",
+        ),
+        cwd=REPO,
+        env=_env(federation.cli_home),
+        capture_output=True,
+        text=True,
+        timeout=700,
     )
     return done, run_dir, time.monotonic() - started
 
@@ -248,19 +331,29 @@ def test_two_rounds_end_to_end_over_tls(two_rounds):
         # site ids come from each SuperNode's node_config (--site-id), one reply per site
         assert set(record["metrics"]) == set(SITES)
         slowest = max(m["compute_s"] for m in record["metrics"].values())
-        overheads.append((record["phase"], record["wall_s"], slowest,
-                          round((record["wall_s"] - slowest) / record["wall_s"], 3)))
+        overheads.append(
+            (
+                record["phase"],
+                record["wall_s"],
+                slowest,
+                round((record["wall_s"] - slowest) / record["wall_s"], 3),
+            )
+        )
     assert (run_dir / "latest.json").is_file()
-    print(f"\ndeployment: submit took {total_s:.1f}s; "
-          "(phase, wall_s, slowest compute_s, overhead):", overheads)
+    print(
+        f"\ndeployment: submit took {total_s:.1f}s; (phase, wall_s, slowest compute_s, overhead):",
+        overheads,
+    )
 
 
 def test_serverapp_crash_is_a_failed_run_not_a_success(federation, two_rounds, monkeypatch):
     # `flwr run` accepts this run (exit 0); only its final status tells it crashed
     monkeypatch.setenv("FLWR_HOME", str(federation.cli_home))  # the connection `register` wrote
     run_config = deploy_submit.run_config_toml(
-        experiment=federation.root / "missing.yaml", run_dir=federation.root / "crashed",
-        overrides=[], resume=False,
+        experiment=federation.root / "missing.yaml",
+        run_dir=federation.root / "crashed",
+        overrides=[],
+        resume=False,
     )
     run_id = deploy_submit.start_run(run_config)
     outcome = deploy_submit.wait_for_run(run_id, timeout_s=180, poll_s=1.0)
@@ -279,8 +372,12 @@ def _refused(proc: subprocess.Popen, log: Path) -> str:
 
 def test_unregistered_supernode_is_refused(federation, fed_sites, two_rounds):
     proc, log = federation.supernode(
-        "rogue", "--root-certificates", str(federation.ca),
-        "--auth-key", str(federation.certs / "sites" / "rogue.key"), site=fed_sites[0],
+        "rogue",
+        "--root-certificates",
+        str(federation.ca),
+        "--auth-key",
+        str(federation.certs / "sites" / "rogue.key"),
+        site=fed_sites[0],
     )
     assert "Failed to activate SuperNode" in _refused(proc, log)
 

@@ -110,8 +110,14 @@ def test_error_texts_leave_the_site_without_case_ids_or_paths(tmp_path):
     # Flower's Message needs a running federation; the text a reply carries is `redact`'s
     from fl_client.app import SiteFacts, _log_locally, redact
 
-    site = make_site(tmp_path / "knee-e", joint="knee", site_id="knee-e", seed=13,
-                     case_prefix="MRN4471923-", n_cases=2)
+    site = make_site(
+        tmp_path / "knee-e",
+        joint="knee",
+        site_id="knee-e",
+        seed=13,
+        case_prefix="MRN4471923-",
+        n_cases=2,
+    )
     err = ValueError(f"{site.resolve()}/MRN4471923-1: case 'MRN4471923-1' has 7 labels")
     reason = redact(str(err), site_dir=site)
     assert [n for n in NEEDLES if n in reason] == [] and str(tmp_path) not in reason

@@ -1,5 +1,6 @@
 """The real ServerApp and ClientApps in Flower's simulation engine (no mocks):
-history contract, per-group participation, resume after SIGKILL, dropout of a failing site and of a hanging one."""
+history contract, per-group participation, resume after SIGKILL,
+dropout of a failing site and of a hanging one."""
 
 from __future__ import annotations
 
@@ -18,12 +19,30 @@ from core.atomic import load_arrays
 from tests.fl.conftest import make_site, write_experiment
 
 REPO = Path(__file__).resolve().parents[2]
-HISTORY_KEYS = {"phase", "round", "wall_s", "groups", "rejected", "bytes_down", "bytes_up", "metrics"}
+HISTORY_KEYS = {
+    "phase",
+    "round",
+    "wall_s",
+    "groups",
+    "rejected",
+    "bytes_down",
+    "bytes_up",
+    "metrics",
+}
 
 
 def _federate(exp: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "fl_server.cli", "federate", "--config", str(exp),
-           "--run-dir", str(run_dir), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fl_server.cli",
+        "federate",
+        "--config",
+        str(exp),
+        "--run-dir",
+        str(run_dir),
+        *extra,
+    ]
     env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
@@ -50,7 +69,10 @@ def test_history_contract_and_per_group_participation(finished_run):
     _, run_dir = finished_run
     history = _history(run_dir)
     assert [(r["phase"], r["round"]) for r in history] == [
-        ("pretrain", 1), ("pretrain", 2), ("finetune", 1), ("evaluate", 1)
+        ("pretrain", 1),
+        ("pretrain", 2),
+        ("finetune", 1),
+        ("evaluate", 1),
     ]
     for record in history:
         assert HISTORY_KEYS <= set(record)
@@ -83,10 +105,25 @@ def test_group_nobody_sent_keeps_its_value(finished_run):
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path, finished_run):
     exp, reference = finished_run
     run_dir = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "fl_server.cli", "federate", "--config", str(exp), "--run-dir", str(run_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fl_server.cli",
+        "federate",
+        "--config",
+        str(exp),
+        "--run-dir",
+        str(run_dir),
+    ]
     env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     history = run_dir / "history.jsonl"
     while time.monotonic() < deadline and proc.poll() is None:
@@ -138,11 +175,24 @@ def test_hanging_site_is_missing_then_rejoins(tmp_path, fed_sites):
     )
     marker = tmp_path / "hung"
     result = subprocess.run(
-        [sys.executable, "-m", "tests.fl.instrumented_federation", str(exp), str(tmp_path / "run"),
-         "--hang-marker", str(marker), "--hang-seconds", "50",
-         "pretrain.rounds=1", "pretrain.timeout_s=30"],
-        cwd=REPO, env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"},
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "tests.fl.instrumented_federation",
+            str(exp),
+            str(tmp_path / "run"),
+            "--hang-marker",
+            str(marker),
+            "--hang-seconds",
+            "50",
+            "pretrain.rounds=1",
+            "pretrain.timeout_s=30",
+        ],
+        cwd=REPO,
+        env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert marker.exists()
@@ -161,9 +211,18 @@ def test_global_checkpoint_evaluates_like_a_local_one(finished_run, fed_sites, t
 
     _, run_dir = finished_run
     final = sorted((run_dir / "global").glob("round-*.safetensors"))[-1]
-    result = CliRunner().invoke(build_app(), [
-        "evaluate", "--site", str(fed_sites[0]), "--checkpoint", str(final), "--out", str(tmp_path / "r"),
-    ])
+    result = CliRunner().invoke(
+        build_app(),
+        [
+            "evaluate",
+            "--site",
+            str(fed_sites[0]),
+            "--checkpoint",
+            str(final),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["joint"] == "knee" and metrics["n_cases"] > 0

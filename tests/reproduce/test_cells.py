@@ -30,8 +30,9 @@ def _failing(calls: list[str], key: str):
 
 def test_finished_cells_are_skipped_on_rerun(tmp_path):
     cache, calls, out = CellCache(tmp_path / "cells"), [], io.StringIO()
-    cells = [Cell(key=f"s0.c{i}", run=_counter(calls, f"c{i}", 0.5 + i / 10), seed=0)
-             for i in range(3)]
+    cells = [
+        Cell(key=f"s0.c{i}", run=_counter(calls, f"c{i}", 0.5 + i / 10), seed=0) for i in range(3)
+    ]
     first = run_cells(cells, cache=cache, out=out)
     assert first.done == ["s0.c0", "s0.c1", "s0.c2"] and calls == ["c0", "c1", "c2"]
     saved = json.loads((tmp_path / "cells" / "s0.c1.json").read_text())

@@ -17,9 +17,13 @@ from reproduce.sites import SiteCases, ensure_site
 
 def _cases(n: int, *, views=tuple(View), heldout_every: int = 4) -> list[CaseTensors]:
     return [
-        CaseTensors(case_id=f"c{i}", views={v: np.zeros((1, 2, 2, 2), np.float16) for v in views},
-                    labels=np.zeros(len(LABELS["knee"]), np.float32), mask=None,
-                    heldout=i % heldout_every == 0)
+        CaseTensors(
+            case_id=f"c{i}",
+            views={v: np.zeros((1, 2, 2, 2), np.float16) for v in views},
+            labels=np.zeros(len(LABELS["knee"]), np.float32),
+            mask=None,
+            heldout=i % heldout_every == 0,
+        )
         for i in range(n)
     ]
 
@@ -33,8 +37,12 @@ def test_noise_reaches_the_whole_federation_target_at_the_worst_site():
     assert 2.99 <= worst <= 3.0
     assert privacy.worst_epsilon(sites, sigma=sigma * 0.98, fed=fed, privacy=spec) > 3.0
     # what the sites' own accountant will count: at most the target, not far under it
-    exact = [epsilon_of(privacy.site_history(c, sigma=sigma, fed=fed), accountant="rdp",
-                        delta=spec.delta) for c in sites]
+    exact = [
+        epsilon_of(
+            privacy.site_history(c, sigma=sigma, fed=fed), accountant="rdp", delta=spec.delta
+        )
+        for c in sites
+    ]
     assert 2.7 <= max(exact) <= 3.0
     assert exact[1] > exact[0]  # the smaller site (larger sampling rate) is the worst one
     settings = privacy.client_dp(3.0, sites=sites, fed=fed, privacy=spec)
@@ -45,8 +53,9 @@ def test_noise_reaches_the_whole_federation_target_at_the_worst_site():
 def test_site_history_counts_views_and_finetune_steps():
     config = load_reproduce_config(quick=True)
     fed = config.federation
-    two_views = privacy.site_history(_cases(9, views=(View.SAGITTAL, View.CORONAL)), sigma=1.0,
-                                     fed=fed)
+    two_views = privacy.site_history(
+        _cases(9, views=(View.SAGITTAL, View.CORONAL)), sigma=1.0, fed=fed
+    )
     # 9 cases, 3 held out: both views q = 2/6 (merged), fine-tuning q = 4/6
     total = fed.pretrain_steps * fed.pretrain_rounds
     assert (1.0, pytest.approx(2 / 6), 2 * total) in [tuple(e) for e in two_views]
@@ -57,8 +66,9 @@ def test_experiment_is_accepted_by_the_federation_schema(tmp_path):
     config = load_reproduce_config(quick=True)
     sites = [tmp_path / "knee-3t", tmp_path / "knee-15t"]
     dp = {"enabled": True, "noise_multiplier": 1.5, "max_epsilon": 3.03}
-    spec = federations.experiment(name="t", seed=4, config=config, sites=sites, joints=["knee"],
-                                  client_dp=dp)
+    spec = federations.experiment(
+        name="t", seed=4, config=config, sites=sites, joints=["knee"], client_dp=dp
+    )
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(spec))
     exp = load_experiment(path)

@@ -24,7 +24,11 @@ def test_shipped_configs_load_and_seeds_override():
     assert full.seeds == 3 and sorted(full.label_fractions) == [0.1, 0.5, 1.0]
     assert quick.seeds == 2
     assert {s.profile for s in full.phantom.sites} == {
-        "knee-3t", "knee-15t", "ankle-std", "shoulder-std"}
+        "knee-3t",
+        "knee-15t",
+        "ankle-std",
+        "shoulder-std",
+    }
     assert DEFAULT_CONFIG.is_file() and QUICK_CONFIG.is_file()
 
 
@@ -67,7 +71,10 @@ def test_cli_turns_a_config_error_into_one_line(tmp_path):
     path.write_text("sedes: 3\n")
     result = subprocess.run(
         [sys.executable, "-m", "reproduce", "--config", str(path), "--out", str(tmp_path / "o")],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error:") and "sedes" in result.stderr

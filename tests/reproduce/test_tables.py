@@ -34,6 +34,7 @@ def fake_results(config, *, seeds=(0, 1, 2), skip=()) -> dict:
     out = {}
     knee = config.sites_of("knee")
     for seed in seeds:
+
         def put(suffix, result, seed=seed):
             if (seed, suffix) not in skip:
                 out[f"s{seed}.{suffix}"] = {"seed": seed, **result}
@@ -59,9 +60,11 @@ def test_table_lines_mean_sd_and_seed_counts(config):
     rows = tables.table_rows(results, specs.lines(config))
     line = next(r for r in rows if r["cell"] == specs.r1("fed-linear", 1.0))
     assert line["n_seeds"] == 3 and line["values"] == pytest.approx(
-        {"0": 0.80, "1": 0.81, "2": 0.82})
+        {"0": 0.80, "1": 0.81, "2": 0.82}
+    )
     assert line["mean"] == pytest.approx(0.81) and line["sd"] == pytest.approx(
-        statistics.stdev([0.80, 0.81, 0.82]))
+        statistics.stdev([0.80, 0.81, 0.82])
+    )
     missing = next(r for r in rows if r["cell"] == specs.r1("fed-linear", 0.1))
     assert missing["n_seeds"] == 2 and set(missing["values"]) == {"0", "1"}
     spent = next(r for r in rows if r["cell"] == specs.r4(3.0) and r["path"] == "epsilon")
@@ -69,7 +72,8 @@ def test_table_lines_mean_sd_and_seed_counts(config):
     seg = [r for r in rows if r["row"] == "5"]
     assert len(seg) == 3 * (1 + len(KNEE_STRUCTURES))
     assert [r["mean"] for r in seg if r["cell"] == specs.r4(None)] == pytest.approx(
-        [0.6] * (1 + len(KNEE_STRUCTURES)))
+        [0.6] * (1 + len(KNEE_STRUCTURES))
+    )
     assert {r["row"] for r in rows} == set(specs.ROWS)
 
 
@@ -86,8 +90,9 @@ def test_contrasts_are_paired_by_seed(config):
 def test_cross_site_matrix_shape_and_report_format(config, tmp_path):
     results = fake_results(config)
     models = specs.r2_models(config)
-    matrix = tables.cross_site(results, models=models, sites=config.sites_of("knee"),
-                               suffix_of=specs.r2)
+    matrix = tables.cross_site(
+        results, models=models, sites=config.sites_of("knee"), suffix_of=specs.r2
+    )
     assert len(matrix["macro_auc"]) == len(models) == 4
     assert all(len(row) == 2 for row in matrix["macro_auc"])
     assert matrix["macro_auc"][2][1] == pytest.approx(0.6 + 0.1 + 0.01)  # federated -> knee-15t
@@ -100,9 +105,11 @@ def test_cross_site_matrix_shape_and_report_format(config, tmp_path):
 def test_markdown_has_every_row_its_claim_and_na_for_empty_cells(config):
     results = fake_results(config, seeds=(0,))
     results.pop(f"s0.{specs.r3('ankle-std', 'scratch-full')}")
-    text = tables.markdown(tables.table_rows(results, specs.lines(config)),
-                           tables.contrast_rows(results, specs.contrasts(config)),
-                           header=["# title"])
+    text = tables.markdown(
+        tables.table_rows(results, specs.lines(config)),
+        tables.contrast_rows(results, specs.contrasts(config)),
+        header=["# title"],
+    )
     assert text.startswith("# title")
     for row, claim in specs.CLAIMS.items():
         assert f"| {row}. {specs.ROWS[row]} |" in text and claim in text
@@ -114,8 +121,13 @@ def test_markdown_has_every_row_its_claim_and_na_for_empty_cells(config):
 
 def test_write_outputs_and_plots_from_fake_results(config, tmp_path):
     results = fake_results(config)
-    meta = {"command": "python -m reproduce --test", "date": "today", "wall_s": 60.0,
-            "compute_s": 120.0, "failed": {"s2.fed-eps3": "RuntimeError: boom"}}
+    meta = {
+        "command": "python -m reproduce --test",
+        "date": "today",
+        "wall_s": 60.0,
+        "compute_s": 120.0,
+        "failed": {"s2.fed-eps3": "RuntimeError: boom"},
+    }
     payload = write_outputs(out=tmp_path, config=config, results=results, meta=meta)
     for name in ("label-efficiency", "privacy", "cross-site"):
         png = tmp_path / f"reproduce-{name}.png"

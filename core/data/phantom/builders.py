@@ -17,8 +17,9 @@ def bone(name: str, shape: Shape, *, cortex: float = 1.5, label: int = 0) -> lis
     ]
 
 
-def cartilage(name: str, bone_shape: Shape, *, thickness: float, clip: Shape,
-              label: int = 0) -> Part:
+def cartilage(
+    name: str, bone_shape: Shape, *, thickness: float, clip: Shape, label: int = 0
+) -> Part:
     """Cartilage layer: the bone dilated by `thickness`, kept inside `clip` (paint before bone)."""
     return Part(name, Tissue.CARTILAGE, bone_shape, inset=-thickness, clip=clip, label=label)
 
@@ -46,14 +47,38 @@ def sub_curve(points: np.ndarray, start: float, stop: float) -> np.ndarray:
     return np.vstack([ends[0], points[keep], ends[1]]).astype(np.float32)
 
 
-def tendon(name: str, points: np.ndarray, radii, *, width_dir, label: int = 0,
-           tissue: Tissue = Tissue.TENDON) -> Part:
-    return Part(name, tissue, Tube(points=points, radii=np.asarray(radii, np.float32),
-                                   width_dir=np.asarray(width_dir, np.float32)), label=label)
+def tendon(
+    name: str,
+    points: np.ndarray,
+    radii,
+    *,
+    width_dir,
+    label: int = 0,
+    tissue: Tissue = Tissue.TENDON,
+) -> Part:
+    return Part(
+        name,
+        tissue,
+        Tube(
+            points=points,
+            radii=np.asarray(radii, np.float32),
+            width_dir=np.asarray(width_dir, np.float32),
+        ),
+        label=label,
+    )
 
 
-def torn_tendon(name: str, points: np.ndarray, radii, *, width_dir, frac: float, gap: float,
-                label: int = 0, swell: float = 1.3) -> tuple[list[Part], LesionRegion]:
+def torn_tendon(
+    name: str,
+    points: np.ndarray,
+    radii,
+    *,
+    width_dir,
+    frac: float,
+    gap: float,
+    label: int = 0,
+    swell: float = 1.3,
+) -> tuple[list[Part], LesionRegion]:
     """A tendon/ligament interrupted at arc fraction `frac` by a `gap` mm fluid-filled defect.
 
     The stumps taper (thin, frayed ends) and the surrounding tissue is swollen with edema, so
@@ -68,16 +93,32 @@ def torn_tendon(name: str, points: np.ndarray, radii, *, width_dir, frac: float,
     stump_a, stump_b = sub_curve(points, 0.0, lo), sub_curve(points, hi, total)
     taper = np.array([[1.0, 1.0], [0.55, 0.7]], np.float32)
     parts = [
-        Part(f"{name}_edema", Tissue.EDEMA, Tube(points=fluid_path, radii=r * swell + 1.5,
-                                                 width_dir=np.asarray(width_dir, np.float32))),
-        Part(f"{name}_fluid", Tissue.FLUID, Tube(points=fluid_path, radii=r * 0.9,
-                                                 width_dir=np.asarray(width_dir, np.float32))),
-        Part(f"{name}_stump_a", Tissue.TENDON,
-             Tube(points=_two(stump_a), radii=r * taper, width_dir=np.asarray(width_dir)),
-             label=label),
-        Part(f"{name}_stump_b", Tissue.TENDON,
-             Tube(points=_two(stump_b), radii=r * taper[::-1], width_dir=np.asarray(width_dir)),
-             label=label),
+        Part(
+            f"{name}_edema",
+            Tissue.EDEMA,
+            Tube(
+                points=fluid_path,
+                radii=r * swell + 1.5,
+                width_dir=np.asarray(width_dir, np.float32),
+            ),
+        ),
+        Part(
+            f"{name}_fluid",
+            Tissue.FLUID,
+            Tube(points=fluid_path, radii=r * 0.9, width_dir=np.asarray(width_dir, np.float32)),
+        ),
+        Part(
+            f"{name}_stump_a",
+            Tissue.TENDON,
+            Tube(points=_two(stump_a), radii=r * taper, width_dir=np.asarray(width_dir)),
+            label=label,
+        ),
+        Part(
+            f"{name}_stump_b",
+            Tissue.TENDON,
+            Tube(points=_two(stump_b), radii=r * taper[::-1], width_dir=np.asarray(width_dir)),
+            label=label,
+        ),
     ]
     radius = gap / 2 + float(r.max()) * swell + 12.0 + _reach(stump_a, stump_b)
     return parts, LesionRegion(centre=centre, radius=radius)
@@ -93,27 +134,40 @@ def _reach(a: np.ndarray, b: np.ndarray) -> float:
     return float(max(_arc(a)[-1], _arc(b)[-1]))
 
 
-def thickened(name: str, points: np.ndarray, radii, *, width_dir, factor: float,
-              edema: float, label: int = 0) -> tuple[list[Part], LesionRegion]:
+def thickened(
+    name: str, points: np.ndarray, radii, *, width_dir, factor: float, edema: float, label: int = 0
+) -> tuple[list[Part], LesionRegion]:
     """A sprained ligament: thickened, intermediate signal, wrapped in edema."""
     r = np.asarray(radii, np.float32)
     w = np.asarray(width_dir, np.float32)
     parts = [
-        Part(f"{name}_edema", Tissue.EDEMA, Tube(points=points, radii=r * factor + edema,
-                                                 width_dir=w)),
-        Part(f"{name}_thick", Tissue.TENDON, Tube(points=points, radii=r * factor, width_dir=w),
-             label=label),
+        Part(
+            f"{name}_edema",
+            Tissue.EDEMA,
+            Tube(points=points, radii=r * factor + edema, width_dir=w),
+        ),
+        Part(
+            f"{name}_thick",
+            Tissue.TENDON,
+            Tube(points=points, radii=r * factor, width_dir=w),
+            label=label,
+        ),
     ]
     centre = points.mean(axis=0)
     radius = float(np.max(np.linalg.norm(points - centre, axis=1))) + float(r.max()) * factor
     return parts, LesionRegion(centre=centre, radius=radius + edema + 8.0)
 
 
-def blob(name: str, tissue: Tissue, centre, radii, *, clip: Shape | None = None,
-         label: int = 0) -> Part:
-    return Part(name, tissue, Ellipsoid(center=np.asarray(centre, np.float32),
-                                        radii=np.asarray(radii, np.float32)),
-                clip=clip, label=label)
+def blob(
+    name: str, tissue: Tissue, centre, radii, *, clip: Shape | None = None, label: int = 0
+) -> Part:
+    return Part(
+        name,
+        tissue,
+        Ellipsoid(center=np.asarray(centre, np.float32), radii=np.asarray(radii, np.float32)),
+        clip=clip,
+        label=label,
+    )
 
 
 class Jitter:

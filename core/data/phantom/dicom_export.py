@@ -77,8 +77,15 @@ def to_stored(image: np.ndarray, *, slope: float | None) -> np.ndarray:
 
 
 def write_series(
-    *, image: np.ndarray, geometry: ViewGeometry, folder: Path, profile: SiteProfile,
-    joint: Joint, patient: Patient, keys: tuple, series_number: int,
+    *,
+    image: np.ndarray,
+    geometry: ViewGeometry,
+    folder: Path,
+    profile: SiteProfile,
+    joint: Joint,
+    patient: Patient,
+    keys: tuple,
+    series_number: int,
     file_numbers: list[int],
 ) -> list[Path]:
     """Write one file per slice into `folder`; `keys` seed the UIDs (seed, case id)."""

@@ -55,9 +55,13 @@ class ViewGeometry:
     def to_local(self, rot: np.ndarray, shift: np.ndarray) -> ViewGeometry:
         """The same grid seen from a frame where patient p = rot @ q + shift."""
         return ViewGeometry(
-            view=self.view, origin=rot.T @ (self.origin - shift), row_dir=rot.T @ self.row_dir,
-            col_dir=rot.T @ self.col_dir, pixel_spacing=self.pixel_spacing,
-            slice_thickness=self.slice_thickness, slice_spacing=self.slice_spacing,
+            view=self.view,
+            origin=rot.T @ (self.origin - shift),
+            row_dir=rot.T @ self.row_dir,
+            col_dir=rot.T @ self.col_dir,
+            pixel_spacing=self.pixel_spacing,
+            slice_thickness=self.slice_thickness,
+            slice_spacing=self.slice_spacing,
             shape=self.shape,
         )
 
@@ -97,8 +101,16 @@ class ViewGeometry:
 
 
 def make_geometry(
-    *, view: View, centre: np.ndarray, size: int, fov_mm: float, slices: int,
-    thickness: float, gap: float, max_obliquity_deg: float, max_offset_mm: float,
+    *,
+    view: View,
+    centre: np.ndarray,
+    size: int,
+    fov_mm: float,
+    slices: int,
+    thickness: float,
+    gap: float,
+    max_obliquity_deg: float,
+    max_offset_mm: float,
     rng: np.random.Generator,
 ) -> ViewGeometry:
     """A series centred near `centre`, tilted by up to `max_obliquity_deg` about a random axis."""
@@ -111,6 +123,12 @@ def make_geometry(
     normal = np.cross(row, col)
     origin = centre - (size - 1) / 2 * px * (row + col) - (slices - 1) / 2 * spacing * normal
     return ViewGeometry(
-        view=view, origin=origin, row_dir=row, col_dir=col, pixel_spacing=(px, px),
-        slice_thickness=thickness, slice_spacing=spacing, shape=(slices, size, size),
+        view=view,
+        origin=origin,
+        row_dir=row,
+        col_dir=col,
+        pixel_spacing=(px, px),
+        slice_thickness=thickness,
+        slice_spacing=spacing,
+        shape=(slices, size, size),
     )

@@ -14,29 +14,54 @@ import numpy as np
 from core.views import LABELS, Joint
 
 BASE_PREVALENCE: dict[Joint, dict[str, float]] = {
-    Joint.KNEE: {"acl_tear": 0.20, "pcl_tear": 0.10, "medial_meniscus_tear": 0.22,
-                 "lateral_meniscus_tear": 0.12, "mcl_injury": 0.13, "lcl_injury": 0.10,
-                 "patellar_dislocation": 0.10, "joint_effusion": 0.16},
-    Joint.ANKLE: {"atfl_injury": 0.30, "cfl_injury": 0.08, "achilles_tendon_rupture": 0.14,
-                  "osteochondral_lesion_talus": 0.15},
-    Joint.SHOULDER: {"supraspinatus_tear": 0.30, "infraspinatus_tear": 0.07,
-                     "subscapularis_tear": 0.12, "lhbt_injury": 0.10,
-                     "acromioclavicular_lesion": 0.18, "glenohumeral_lesion": 0.15,
-                     "lhbt_sheath_effusion": 0.10, "subacromial_bursitis": 0.12},
+    Joint.KNEE: {
+        "acl_tear": 0.20,
+        "pcl_tear": 0.10,
+        "medial_meniscus_tear": 0.22,
+        "lateral_meniscus_tear": 0.12,
+        "mcl_injury": 0.13,
+        "lcl_injury": 0.10,
+        "patellar_dislocation": 0.10,
+        "joint_effusion": 0.16,
+    },
+    Joint.ANKLE: {
+        "atfl_injury": 0.30,
+        "cfl_injury": 0.08,
+        "achilles_tendon_rupture": 0.14,
+        "osteochondral_lesion_talus": 0.15,
+    },
+    Joint.SHOULDER: {
+        "supraspinatus_tear": 0.30,
+        "infraspinatus_tear": 0.07,
+        "subscapularis_tear": 0.12,
+        "lhbt_injury": 0.10,
+        "acromioclavicular_lesion": 0.18,
+        "glenohumeral_lesion": 0.15,
+        "lhbt_sheath_effusion": 0.10,
+        "subacromial_bursitis": 0.12,
+    },
 }
 
 # (cause, effect, added probability); causes are decided before their effects.
 CO_OCCURRENCE: dict[Joint, tuple[tuple[str, str, float], ...]] = {
-    Joint.KNEE: (("acl_tear", "joint_effusion", 0.45), ("acl_tear", "lateral_meniscus_tear", 0.25),
-                 ("acl_tear", "mcl_injury", 0.15), ("patellar_dislocation", "joint_effusion", 0.40),
-                 ("medial_meniscus_tear", "joint_effusion", 0.10)),
-    Joint.ANKLE: (("atfl_injury", "cfl_injury", 0.35),
-                  ("atfl_injury", "osteochondral_lesion_talus", 0.10)),
-    Joint.SHOULDER: (("supraspinatus_tear", "infraspinatus_tear", 0.25),
-                     ("supraspinatus_tear", "subacromial_bursitis", 0.35),
-                     ("subscapularis_tear", "lhbt_injury", 0.30),
-                     ("lhbt_injury", "lhbt_sheath_effusion", 0.40),
-                     ("supraspinatus_tear", "lhbt_sheath_effusion", 0.10)),
+    Joint.KNEE: (
+        ("acl_tear", "joint_effusion", 0.45),
+        ("acl_tear", "lateral_meniscus_tear", 0.25),
+        ("acl_tear", "mcl_injury", 0.15),
+        ("patellar_dislocation", "joint_effusion", 0.40),
+        ("medial_meniscus_tear", "joint_effusion", 0.10),
+    ),
+    Joint.ANKLE: (
+        ("atfl_injury", "cfl_injury", 0.35),
+        ("atfl_injury", "osteochondral_lesion_talus", 0.10),
+    ),
+    Joint.SHOULDER: (
+        ("supraspinatus_tear", "infraspinatus_tear", 0.25),
+        ("supraspinatus_tear", "subacromial_bursitis", 0.35),
+        ("subscapularis_tear", "lhbt_injury", 0.30),
+        ("lhbt_injury", "lhbt_sheath_effusion", 0.40),
+        ("supraspinatus_tear", "lhbt_sheath_effusion", 0.10),
+    ),
 }
 
 
@@ -48,7 +73,10 @@ def decision_order(joint: Joint) -> list[str]:
 
 
 def sample_labels(
-    rng: np.random.Generator, *, joint: Joint, prevalence_scale: float = 1.0,
+    rng: np.random.Generator,
+    *,
+    joint: Joint,
+    prevalence_scale: float = 1.0,
     force: Mapping[str, bool] | None = None,
 ) -> dict[str, bool]:
     """Present/absent per label of `joint` (in LABELS order); `force` overrides single labels."""

@@ -23,8 +23,9 @@ def read_series(folder: Path) -> np.ndarray:
     iop = np.array(sets[0].ImageOrientationPatient, float)
     normal = np.cross(iop[:3], iop[3:])
     sets.sort(key=lambda d: float(np.dot(np.array(d.ImagePositionPatient, float), normal)))
-    return np.stack([d.pixel_array.astype(np.float32) * float(getattr(d, "RescaleSlope", 1.0))
-                     for d in sets])
+    return np.stack(
+        [d.pixel_array.astype(np.float32) * float(getattr(d, "RescaleSlope", 1.0)) for d in sets]
+    )
 
 
 def _series_by_view(case_dir: Path) -> dict:
@@ -33,8 +34,9 @@ def _series_by_view(case_dir: Path) -> dict:
         first = next(folder.glob("*.dcm"), None)
         if first is None:
             continue
-        iop = np.array(pydicom.dcmread(first, stop_before_pixels=True).ImageOrientationPatient,
-                       float)
+        iop = np.array(
+            pydicom.dcmread(first, stop_before_pixels=True).ImageOrientationPatient, float
+        )
         out[view_from_normal(np.cross(iop[:3], iop[3:]))] = folder
     return out
 
@@ -60,8 +62,9 @@ def render_overview_png(*, site_dir: Path, out_png: Path, n_cases: int = 4) -> P
             plane = vol[vol.shape[0] // 2]
             ax.imshow(plane, cmap="gray", vmin=0, vmax=float(np.percentile(vol, 99.7)))
             ax.set_title(f"{cid} {view.value}", fontsize=9)
-        axes[i][0].text(0.0, -0.04, ", ".join(present), transform=axes[i][0].transAxes,
-                        fontsize=8, va="top")
+        axes[i][0].text(
+            0.0, -0.04, ", ".join(present), transform=axes[i][0].transAxes, fontsize=8, va="top"
+        )
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)

@@ -42,8 +42,11 @@ def margin_mm(geom: ViewGeometry, n_sub: int, tile: int) -> float:
     """How far (mm) a tile's centre distance must be from a level to decide the whole tile."""
     half = (tile - 1) / 2
     along = float(np.max(np.abs(geom.sub_offsets(n_sub)))) if tile >= GROUP_MIN_TILE else 0.0
-    radius = float(np.sqrt((half * geom.pixel_spacing[0]) ** 2
-                           + (half * geom.pixel_spacing[1]) ** 2 + along ** 2))
+    radius = float(
+        np.sqrt(
+            (half * geom.pixel_spacing[0]) ** 2 + (half * geom.pixel_spacing[1]) ** 2 + along**2
+        )
+    )
     return SAFETY * radius + MARGIN_MM if radius > 0 else 0.0
 
 
@@ -54,8 +57,15 @@ def sample_points(geom: ViewGeometry, *, along, rows, cols) -> np.ndarray:
 
 def _frame(geom: ViewGeometry) -> np.ndarray:
     """Origin, unit normal, one-row step and one-column step (4, 3) float32 of a view grid."""
-    return np.array([geom.origin, geom.normal, geom.col_dir * geom.pixel_spacing[0],
-                     geom.row_dir * geom.pixel_spacing[1]], np.float32)
+    return np.array(
+        [
+            geom.origin,
+            geom.normal,
+            geom.col_dir * geom.pixel_spacing[0],
+            geom.row_dir * geom.pixel_spacing[1],
+        ],
+        np.float32,
+    )
 
 
 def _points(frame: np.ndarray, *, along, rows, cols) -> np.ndarray:
@@ -71,12 +81,14 @@ def _points(frame: np.ndarray, *, along, rows, cols) -> np.ndarray:
     return out
 
 
-def dense_inside(sdf: Sdf, level: float, *, geom: ViewGeometry, n_sub: int,
-                 clip: Sdf | None = None) -> np.ndarray:
+def dense_inside(
+    sdf: Sdf, level: float, *, geom: ViewGeometry, n_sub: int, clip: Sdf | None = None
+) -> np.ndarray:
     """Reference for `Coverage`: `sdf <= level` (and `clip <= 0`) at every sample of the view."""
     s, k, r, c = np.meshgrid(*(np.arange(n) for n in (n_sub, *geom.shape)), indexing="ij")
-    p = sample_points(geom, along=k * geom.slice_spacing + geom.sub_offsets(n_sub)[s],
-                      rows=r, cols=c)
+    p = sample_points(
+        geom, along=k * geom.slice_spacing + geom.sub_offsets(n_sub)[s], rows=r, cols=c
+    )
     inside = sdf(p) <= np.float32(level)
     if clip is not None:
         inside &= clip(p) <= 0
@@ -95,8 +107,12 @@ class Coverage:
         k, r, c = geom.shape
         self._rows, self._cols = -(-r // top) * top, -(-c // top) * top
         dtype = np.uint8 if n_owners < 255 else np.uint16
-        self.grids = {t: np.zeros((1 if t >= GROUP_MIN_TILE else n_sub, k, self._rows // t,
-                                   self._cols // t), dtype) for t in self.sizes}
+        self.grids = {
+            t: np.zeros(
+                (1 if t >= GROUP_MIN_TILE else n_sub, k, self._rows // t, self._cols // t), dtype
+            )
+            for t in self.sizes
+        }
 
     def paint(self, sdf: Sdf, members: list[Member], *, block: Block) -> None:
         """Paint each member where `sdf <= level` and its clip <= 0, within tiles near `block`."""
@@ -118,23 +134,29 @@ class Coverage:
                 flat[hit] = np.maximum(flat[hit], owner)
             if i + 1 == len(self.sizes) or not refine.any():
                 return
-            cells = self._children([a if a is None else a[refine] for a in cells],
-                                   tile=tile, child=self.sizes[i + 1], block=block)
+            cells = self._children(
+                [a if a is None else a[refine] for a in cells],
+                tile=tile,
+                child=self.sizes[i + 1],
+                block=block,
+            )
 
     def owners(self) -> np.ndarray:
         """Owner per sample (n_sub, slices, rows, columns); 0 where nothing was painted."""
         out = self.grids[self.sizes[0]]
         for fine in self.sizes[1:]:
             out = np.maximum(_double(out), self.grids[fine])
-        return out[:, :, :self.geom.shape[1], :self.geom.shape[2]]
+        return out[:, :, : self.geom.shape[1], : self.geom.shape[2]]
 
     def _top_cells(self, block: Block):
         """Top tiles overlapping `block` as (slice, sub-sample or None, tile row, tile col)."""
         top = self.sizes[0]
         ks, rs, cs = block
-        axes = (np.arange(ks.start, ks.stop, dtype=np.int32),
-                np.arange(rs.start // top, -(-rs.stop // top), dtype=np.int32),
-                np.arange(cs.start // top, -(-cs.stop // top), dtype=np.int32))
+        axes = (
+            np.arange(ks.start, ks.stop, dtype=np.int32),
+            np.arange(rs.start // top, -(-rs.stop // top), dtype=np.int32),
+            np.arange(cs.start // top, -(-cs.stop // top), dtype=np.int32),
+        )
         k, r, c = (g.ravel() for g in np.meshgrid(*axes, indexing="ij"))
         if top >= GROUP_MIN_TILE:
             return k, None, r, c
@@ -161,8 +183,9 @@ class Coverage:
         """The child tiles of `cells` that overlap `block` (one per sub-sample when ungrouping)."""
         k, s, r, c = cells
         f = tile // child
-        dr, dc = (a.ravel() for a in np.meshgrid(*[np.arange(f, dtype=np.int32)] * 2,
-                                                 indexing="ij"))
+        dr, dc = (
+            a.ravel() for a in np.meshgrid(*[np.arange(f, dtype=np.int32)] * 2, indexing="ij")
+        )
         ungroup = s is None and child < GROUP_MIN_TILE
         if ungroup:
             ds = np.tile(np.arange(self.n_sub, dtype=np.int32), f * f)
@@ -176,8 +199,12 @@ class Coverage:
         elif ungroup:
             s = np.broadcast_to(ds, (len(k) // n, n)).reshape(-1)
         _, rs, cs = block
-        keep = ((r * child < rs.stop) & ((r + 1) * child > rs.start)
-                & (c * child < cs.stop) & ((c + 1) * child > cs.start))
+        keep = (
+            (r * child < rs.stop)
+            & ((r + 1) * child > rs.start)
+            & (c * child < cs.stop)
+            & ((c + 1) * child > cs.start)
+        )
         if keep.all():
             return k, s, r, c
         return k[keep], (None if s is None else s[keep]), r[keep], c[keep]
@@ -185,7 +212,9 @@ class Coverage:
 
 def _double(grid: np.ndarray) -> np.ndarray:
     """Each cell of `grid` (.., rows, columns) as 2 x 2 cells (byte-duplicating multiply)."""
-    wide, ones = {np.dtype(np.uint8): (np.uint16, 0x0101),
-                  np.dtype(np.uint16): (np.uint32, 0x00010001)}[grid.dtype]
+    wide, ones = {
+        np.dtype(np.uint8): (np.uint16, 0x0101),
+        np.dtype(np.uint16): (np.uint32, 0x00010001),
+    }[grid.dtype]
     cols = (grid.astype(wide) * wide(ones)).view(grid.dtype)
     return np.repeat(cols, 2, axis=-2)

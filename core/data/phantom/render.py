@@ -23,7 +23,9 @@ from core.data.phantom.shoulder import shoulder_scene
 from core.views import VIEWS, Joint, View, parse_joint
 
 SCENES: dict[Joint, Callable[..., Scene]] = {
-    Joint.KNEE: knee_scene, Joint.ANKLE: ankle_scene, Joint.SHOULDER: shoulder_scene,
+    Joint.KNEE: knee_scene,
+    Joint.ANKLE: ankle_scene,
+    Joint.SHOULDER: shoulder_scene,
 }
 MAX_POSE_DEG = 5.0
 MAX_POSE_SHIFT_MM = 5.0
@@ -52,8 +54,9 @@ def case_generators(seed: int, case_index: int) -> dict[str, np.random.Generator
     return {n: np.random.default_rng(s) for n, s in zip(names, children, strict=True)}
 
 
-def case_labels(*, joint: Joint | str, seed: int, case_index: int,
-                profile: SiteProfile | str | None = None) -> dict[str, bool]:
+def case_labels(
+    *, joint: Joint | str, seed: int, case_index: int, profile: SiteProfile | str | None = None
+) -> dict[str, bool]:
     """The labels `render_case` (and so `generate_site`) gives this case, without rendering."""
     j = parse_joint(joint)
     prof = profile if isinstance(profile, SiteProfile) else get_profile(profile, joint=j)
@@ -62,8 +65,13 @@ def case_labels(*, joint: Joint | str, seed: int, case_index: int,
 
 
 def render_case(
-    *, joint: Joint | str, seed: int, case_index: int, profile: SiteProfile | str | None = None,
-    lesions: Mapping[str, bool] | None = None, noise: bool = True,
+    *,
+    joint: Joint | str,
+    seed: int,
+    case_index: int,
+    profile: SiteProfile | str | None = None,
+    lesions: Mapping[str, bool] | None = None,
+    noise: bool = True,
 ) -> RenderedCase:
     """Render the three views of case `case_index` of the site generated with `seed`.
 
@@ -73,8 +81,9 @@ def render_case(
     j = parse_joint(joint)
     prof = profile if isinstance(profile, SiteProfile) else get_profile(profile, joint=j)
     g = case_generators(seed, case_index)
-    present = sample_labels(g["labels"], joint=j, prevalence_scale=prof.prevalence_scale,
-                            force=lesions)
+    present = sample_labels(
+        g["labels"], joint=j, prevalence_scale=prof.prevalence_scale, force=lesions
+    )
     scene = SCENES[j](g["anatomy"], g["lesions"], present)
     acq = g["acquisition"]
     rot = rotation(acq.normal(size=3), acq.uniform(0, MAX_POSE_DEG))
@@ -86,24 +95,37 @@ def render_case(
         if view not in prof.views:
             continue
         geom = make_geometry(
-            view=view, centre=rot @ scene.view_centres[view] + shift, size=prof.size,
-            fov_mm=prof.fov_mm, slices=prof.slices, thickness=prof.slice_thickness,
-            gap=prof.slice_gap, max_obliquity_deg=prof.max_obliquity_deg,
-            max_offset_mm=prof.max_offset_mm, rng=acq,
+            view=view,
+            centre=rot @ scene.view_centres[view] + shift,
+            size=prof.size,
+            fov_mm=prof.fov_mm,
+            slices=prof.slices,
+            thickness=prof.slice_thickness,
+            gap=prof.slice_gap,
+            max_obliquity_deg=prof.max_obliquity_deg,
+            max_offset_mm=prof.max_offset_mm,
+            rng=acq,
         )
         tissue, labels = rasterise(scene.parts, geom.to_local(rot, shift), n_sub=prof.supersample)
         texture = _texture(acq, geom.shape)
-        image = _acquire(tissue, table=table, amp=amp, texture=texture,
-                         bias=_bias(bias, geom))
+        image = _acquire(tissue, table=table, amp=amp, texture=texture, bias=_bias(bias, geom))
         if noise:
             image = _rician(image, sigma=1.0 / prof.snr, rng=g["noise"])
         keep = j is Joint.KNEE and view is View.SAGITTAL
-        views[view] = RenderedView(image=image.astype(np.float32), geometry=geom,
-                                   labels=labels if keep else None)
-    regions = {k: LesionRegion(centre=rot @ r.centre + shift, radius=r.radius)
-               for k, r in scene.lesion_regions.items()}
-    return RenderedCase(joint=j, present=present, views=views, lesion_regions=regions,
-                        lesion_params=scene.lesion_params)
+        views[view] = RenderedView(
+            image=image.astype(np.float32), geometry=geom, labels=labels if keep else None
+        )
+    regions = {
+        k: LesionRegion(centre=rot @ r.centre + shift, radius=r.radius)
+        for k, r in scene.lesion_regions.items()
+    }
+    return RenderedCase(
+        joint=j,
+        present=present,
+        views=views,
+        lesion_regions=regions,
+        lesion_params=scene.lesion_params,
+    )
 
 
 def _contrast(prof: SiteProfile, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -117,8 +139,9 @@ def _contrast(prof: SiteProfile, rng: np.random.Generator) -> tuple[np.ndarray, 
 
 
 def _texture(rng: np.random.Generator, shape: tuple[int, int, int]) -> np.ndarray:
-    t = gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma=(0.6, 2.5, 2.5),
-                        truncate=3.0)
+    t = gaussian_filter(
+        rng.standard_normal(shape, dtype=np.float32), sigma=(0.6, 2.5, 2.5), truncate=3.0
+    )
     t *= 1.0 / (t.std() + 1e-6)
     return t
 
@@ -140,8 +163,12 @@ def _acquire(tissue: np.ndarray, *, table, amp, texture, bias) -> np.ndarray:
 
 def _bias_params(rng: np.random.Generator, *, strength: float, centre: np.ndarray) -> dict:
     direction = rng.normal(size=3)
-    return {"centre": centre + rng.uniform(-30, 30, 3), "strength": strength,
-            "grad": direction / np.linalg.norm(direction), "curv": rng.uniform(0.3, 1.0)}
+    return {
+        "centre": centre + rng.uniform(-30, 30, 3),
+        "strength": strength,
+        "grad": direction / np.linalg.norm(direction),
+        "curv": rng.uniform(0.3, 1.0),
+    }
 
 
 def _bias(p: dict, geom: ViewGeometry) -> np.ndarray:
@@ -160,7 +187,7 @@ def _bias(p: dict, geom: ViewGeometry) -> np.ndarray:
     k = np.arange(nk, dtype=np.float32)[:, None, None]
     field = f1.astype(np.float32) * k
     field += f0.astype(np.float32)
-    field += (-curv * float(a @ a)) * k ** 2
+    field += (-curv * float(a @ a)) * k**2
     field *= p["strength"]
     field += 1.0
     return np.clip(field, 0.5, 1.5, out=field)

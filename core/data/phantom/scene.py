@@ -92,6 +92,7 @@ def _shape_groups(parts: list[Part], geom: ViewGeometry):
         entry[1].append((i + 1, -part.inset, clip))
         entry[2].append(block)
     for shape, members, blocks in groups.values():
-        big = tuple(slice(min(b[a].start for b in blocks), max(b[a].stop for b in blocks))
-                    for a in range(3))
+        big = tuple(
+            slice(min(b[a].start for b in blocks), max(b[a].stop for b in blocks)) for a in range(3)
+        )
         yield shape, members, big

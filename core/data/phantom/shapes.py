@@ -126,15 +126,23 @@ class Tube(Shape):
         u = w[None] - (axis @ w)[:, None] * axis
         u /= np.linalg.norm(u, axis=1, keepdims=True) + 1e-9
         v = np.cross(axis, u)
-        f = {"a": pts[:-1], "ab": ab, "proj": ab / length2[:, None], "axis": axis, "u": u,
-             "v": v, "ra": rad[:-1], "dr": rad[1:] - rad[:-1]}
+        f = {
+            "a": pts[:-1],
+            "ab": ab,
+            "proj": ab / length2[:, None],
+            "axis": axis,
+            "u": u,
+            "v": v,
+            "ra": rad[:-1],
+            "dr": rad[1:] - rad[:-1],
+        }
         return {k: np.asarray(x, np.float32)[..., None] for k, x in f.items()}
 
     def sdf(self, p):
         out = np.empty(p.shape[1], np.float32)
         step = max(1, _CHUNK // len(self._segments["a"]))
         for i in range(0, p.shape[1], step):
-            out[i:i + step] = self._distance(p[:, i:i + step])
+            out[i : i + step] = self._distance(p[:, i : i + step])
         return out
 
     def _distance(self, p: np.ndarray) -> np.ndarray:

@@ -46,18 +46,30 @@ def _arc(j: Jitter, radius: float, angles, plane_y: float) -> np.ndarray:
 
 
 def _body(j: Jitter) -> dict:
-    arm = Column(z=np.array([-260.0, -40.0, 10.0]), cx=np.array([-22.0, -12.0, -6.0]),
-                 cy=np.zeros(3) + j.rng.normal(0, 1.5, 3), rx=j.r(42, 50, 52),
-                 ry=j.r(44, 50, 52))
-    top = Tube(points=np.array([j.p(-6, 4, 10), j.p(60, 10, 45), j.p(160, 10, 55)]),
-               radii=np.array([j.r(50, 52), j.r(52, 56), j.r(60, 60)]), width_dir=Z)
+    arm = Column(
+        z=np.array([-260.0, -40.0, 10.0]),
+        cx=np.array([-22.0, -12.0, -6.0]),
+        cy=np.zeros(3) + j.rng.normal(0, 1.5, 3),
+        rx=j.r(42, 50, 52),
+        ry=j.r(44, 50, 52),
+    )
+    top = Tube(
+        points=np.array([j.p(-6, 4, 10), j.p(60, 10, 45), j.p(160, 10, 55)]),
+        radii=np.array([j.r(50, 52), j.r(52, 56), j.r(60, 60)]),
+        width_dir=Z,
+    )
     chest = Ellipsoid(center=j.p(130, 8, -60), radii=j.r(100, 75, 140))
-    return {"body": Union((arm, top, chest), blend=25.0), "fat_depth": j.u(4, 9),
-            "muscles": [Ellipsoid(center=j.p(-8, 0, -12), radii=j.r(50, 52, 62)),  # deltoid
-                        Ellipsoid(center=j.p(70, 16, 38), radii=j.r(46, 14, 14)),  # supraspin.
-                        Ellipsoid(center=j.p(75, 42, -18), radii=j.r(50, 12, 45)),  # infraspin.
-                        Ellipsoid(center=j.p(70, 8, -18), radii=j.r(45, 11, 45)),  # subscap.
-                        Ellipsoid(center=j.p(70, -46, -25), radii=j.r(55, 13, 40))]}  # pectoral
+    return {
+        "body": Union((arm, top, chest), blend=25.0),
+        "fat_depth": j.u(4, 9),
+        "muscles": [
+            Ellipsoid(center=j.p(-8, 0, -12), radii=j.r(50, 52, 62)),  # deltoid
+            Ellipsoid(center=j.p(70, 16, 38), radii=j.r(46, 14, 14)),  # supraspin.
+            Ellipsoid(center=j.p(75, 42, -18), radii=j.r(50, 12, 45)),  # infraspin.
+            Ellipsoid(center=j.p(70, 8, -18), radii=j.r(45, 11, 45)),  # subscap.
+            Ellipsoid(center=j.p(70, -46, -25), radii=j.r(55, 13, 40)),
+        ],
+    }  # pectoral
 
 
 def _bones(j: Jitter) -> dict:
@@ -65,23 +77,25 @@ def _bones(j: Jitter) -> dict:
     head = Ellipsoid(center=j.p(0, 0, 0, sd=0.3), radii=j.r(23, 24, 24, sd=0.03))
     greater = Ellipsoid(center=j.p(-21, -2, 6), radii=j.r(9, 13, 12))
     lesser = Ellipsoid(center=j.p(-2, -21, -4), radii=j.r(7, 7, 10))
-    shaft = Tube(points=np.array([j.p(-8, 0, -16), j.p(-18, 0, -260)]), radii=j.r(14, 14),
-                 width_dir=X)
+    shaft = Tube(
+        points=np.array([j.p(-8, 0, -16), j.p(-18, 0, -260)]), radii=j.r(14, 14), width_dir=X
+    )
     a["groove"] = np.array([j.p(-12, -22, -90), j.p(-12, -23, 2)])
     groove = Tube(points=a["groove"], radii=[4.0, 4.0], width_dir=X)
     a["humerus"] = Difference(Union((head, greater, lesser, shaft), blend=6.0), groove)
     a["head"] = head
     fossa = Ellipsoid(center=j.p(33, 2, 0), radii=j.r(9, 13, 19))
     neck = Tube(points=np.array([j.p(36, 3, 0), j.p(58, 16, -6)]), radii=j.r(9, 9), width_dir=X)
-    blade = Ellipsoid(center=j.p(80, 30, -22), radii=j.r(45, 3.5, 52),
-                      axes=rotation(Z, 28).astype(np.float32))
-    spine = Tube(points=np.array([j.p(90, 44, 30), j.p(30, 26, 36)]), radii=j.r(5, 5),
-                 width_dir=X)
+    blade = Ellipsoid(
+        center=j.p(80, 30, -22), radii=j.r(45, 3.5, 52), axes=rotation(Z, 28).astype(np.float32)
+    )
+    spine = Tube(points=np.array([j.p(90, 44, 30), j.p(30, 26, 36)]), radii=j.r(5, 5), width_dir=X)
     cup = Ellipsoid(center=np.zeros(3, np.float32), radii=np.full(3, 26.5, np.float32))
     a["scapula"] = Difference(Union((fossa, neck, blade, spine), blend=5.0), cup)
     a["glenoid_face"] = j.p(26.5, 2, 0, sd=0.3)
-    a["acromion"] = Ellipsoid(center=j.p(-2, 6, 38), radii=j.r(22, 20, 5.5),
-                              axes=rotation(Y, -8).astype(np.float32))
+    a["acromion"] = Ellipsoid(
+        center=j.p(-2, 6, 38), radii=j.r(22, 20, 5.5), axes=rotation(Y, -8).astype(np.float32)
+    )
     a["clavicle"] = curve([j.p(150, -22, 55), j.p(70, -16, 50), j.p(29, -2, 40)])
     a["coracoid"] = curve([j.p(42, 2, 22), j.p(34, -20, 18), j.p(22, -30, 10)])
     return a
@@ -90,11 +104,25 @@ def _bones(j: Jitter) -> dict:
 def _soft(j: Jitter) -> dict:
     return {
         "ssp": (_arc(j, 28.0, [62, 78, 95, 115, 135, 156], 2.0), j.r(11, 3.0), Y),
-        "isp": (curve([j.p(34, 40, -4), j.p(6, 32, 4), j.p(-16, 18, 6), j.p(-24, 6, 6)]),
-                j.r(11, 3.0), Z),
+        "isp": (
+            curve([j.p(34, 40, -4), j.p(6, 32, 4), j.p(-16, 18, 6), j.p(-24, 6, 6)]),
+            j.r(11, 3.0),
+            Z,
+        ),
         "ssc": (curve([j.p(36, -26, -8), j.p(12, -30, -6), j.p(-4, -25, -4)]), j.r(12, 3.0), Z),
-        "lhbt": (curve([j.p(-12, -22, -90), j.p(-12, -23, -10), j.p(-6, -20, 22),
-                        j.p(18, -4, 28), j.p(26, 1, 20)]), j.r(2.6, 2.6), X),
+        "lhbt": (
+            curve(
+                [
+                    j.p(-12, -22, -90),
+                    j.p(-12, -23, -10),
+                    j.p(-6, -20, 22),
+                    j.p(18, -4, 28),
+                    j.p(26, 1, 20),
+                ]
+            ),
+            j.r(2.6, 2.6),
+            X,
+        ),
         "bursa": _arc(j, 32.5, [70, 88, 106, 124, 142], 2.0),
         "labrum_r": j.r(13, 19),
     }
@@ -114,19 +142,27 @@ def _lesion_params(rng: np.random.Generator) -> dict[str, dict]:
     }
 
 
-def shoulder_scene(rng_anat: np.random.Generator, rng_lesion: np.random.Generator,
-                   present: dict[str, bool]) -> Scene:
+def shoulder_scene(
+    rng_anat: np.random.Generator, rng_lesion: np.random.Generator, present: dict[str, bool]
+) -> Scene:
     """Anatomy of one shoulder with the lesions flagged in `present`."""
     j = Jitter(rng_anat, scale=float(np.exp(rng_anat.normal(0, 0.05))))
     a = {**_body(j), **_bones(j), **_soft(j)}
     lp = _lesion_params(rng_lesion)
-    scene = Scene(parts=[], view_centres={View.SAGITTAL: np.array([12.0, 0.0, 6.0]),
-                                          View.CORONAL: np.array([10.0, 0.0, 6.0]),
-                                          View.AXIAL: np.array([10.0, 0.0, 4.0])})
+    scene = Scene(
+        parts=[],
+        view_centres={
+            View.SAGITTAL: np.array([12.0, 0.0, 6.0]),
+            View.CORONAL: np.array([10.0, 0.0, 6.0]),
+            View.AXIAL: np.array([10.0, 0.0, 4.0]),
+        },
+    )
     body = a["body"]
     parts = [Part("skin", Tissue.SKIN, body), Part("fat", Tissue.FAT, body, inset=1.5)]
-    parts += [Part(f"muscle_{i}", Tissue.MUSCLE, m, clip=Offset(body, a["fat_depth"]))
-              for i, m in enumerate(a["muscles"])]
+    parts += [
+        Part(f"muscle_{i}", Tissue.MUSCLE, m, clip=Offset(body, a["fat_depth"]))
+        for i, m in enumerate(a["muscles"])
+    ]
     parts += _bursa_parts(a, scene, lp, present)
     parts += _tendon_parts(a, scene, lp, present)
     parts += _joint_parts(a, scene, lp, present)
@@ -145,16 +181,21 @@ def _bursa_parts(a, scene: Scene, lp, present) -> list[Part]:
     groove = a["groove"]
     if present["lhbt_sheath_effusion"]:
         r = 2.6 + lp["lhbt_sheath_effusion"]["thickness"]
-        parts.append(Part("lhbt_sheath", Tissue.FLUID, Tube(points=groove + [0, -1, 0],
-                                                            radii=[r, r])))
+        parts.append(
+            Part("lhbt_sheath", Tissue.FLUID, Tube(points=groove + [0, -1, 0], radii=[r, r]))
+        )
     scene.lesion_regions["lhbt_sheath_effusion"] = LesionRegion(groove.mean(axis=0), 60.0)
     return parts
 
 
 def _tendon_parts(a, scene: Scene, lp, present) -> list[Part]:
     parts: list[Part] = []
-    for name, label in (("ssp", "supraspinatus_tear"), ("isp", "infraspinatus_tear"),
-                        ("ssc", "subscapularis_tear"), ("lhbt", "lhbt_injury")):
+    for name, label in (
+        ("ssp", "supraspinatus_tear"),
+        ("isp", "infraspinatus_tear"),
+        ("ssc", "subscapularis_tear"),
+        ("lhbt", "lhbt_injury"),
+    ):
         pts, radii, wd = a[name]
         torn, region = torn_tendon(name, pts, radii, width_dir=wd, **lp[label])
         parts += torn if present[label] else [tendon(name, pts, radii, width_dir=wd)]
@@ -167,8 +208,12 @@ def _joint_parts(a, scene: Scene, lp, present) -> list[Part]:
     face = a["glenoid_face"]
     near_glenoid = Ellipsoid(center=face, radii=np.array([8.0, 16.0, 22.0], np.float32))
     parts = [
-        cartilage("humeral_cartilage", head, thickness=1.4,
-                  clip=HalfSpace(point=np.array([4.0, 0, 0]), normal=-X)),
+        cartilage(
+            "humeral_cartilage",
+            head,
+            thickness=1.4,
+            clip=HalfSpace(point=np.array([4.0, 0, 0]), normal=-X),
+        ),
         cartilage("glenoid_cartilage", scap, thickness=1.5, clip=near_glenoid),
     ]
     ring = _labrum_ring(face, a["labrum_r"])
@@ -176,11 +221,22 @@ def _joint_parts(a, scene: Scene, lp, present) -> list[Part]:
     g = lp["glenohumeral_lesion"]
     tip = point_at(ring, g["angle"] / 360.0)
     if present["glenohumeral_lesion"]:
-        cleft = Intersection((Slab(point=tip, normal=tip - face, thickness=1.0),
-                              Offset(Tube(points=ring, radii=[2.8, 2.8]), -0.2)))
+        cleft = Intersection(
+            (
+                Slab(point=tip, normal=tip - face, thickness=1.0),
+                Offset(Tube(points=ring, radii=[2.8, 2.8]), -0.2),
+            )
+        )
         parts.append(Part("labral_tear", Tissue.FLUID, cleft))
-        parts.append(blob("chondral_defect", Tissue.FLUID, face + (tip - face) * 0.45,
-                          [g["size"]] * 3, clip=Offset(scap, -1.5)))
+        parts.append(
+            blob(
+                "chondral_defect",
+                Tissue.FLUID,
+                face + (tip - face) * 0.45,
+                [g["size"]] * 3,
+                clip=Offset(scap, -1.5),
+            )
+        )
     scene.lesion_regions["glenohumeral_lesion"] = LesionRegion(face, 34.0)
     parts += _ac_parts(a, scene, lp, present)
     parts += bone("humerus", a["humerus"], cortex=1.4)
@@ -207,5 +263,4 @@ def _ac_parts(a, scene: Scene, lp, present) -> list[Part]:
         parts.append(blob("ac_edema", Tissue.EDEMA, end + [-2, 0, 1], [12, 12, 10]))
         parts.append(blob("ac_fluid", Tissue.FLUID, end + [-3, 0, 1], [3 + p["widen"] / 2, 7, 6]))
     scene.lesion_regions["acromioclavicular_lesion"] = LesionRegion(end, 55.0)
-    return parts + bone("clavicle", Tube(points=clav, radii=[8.0, 6.0], width_dir=Y),
-                        cortex=1.5)
+    return parts + bone("clavicle", Tube(points=clav, radii=[8.0, 6.0], width_dir=Y), cortex=1.5)

@@ -37,8 +37,14 @@ def case_id(index: int) -> str:
 
 
 def generate_site(
-    *, out_dir: Path, joint: Joint | str, n_cases: int, seed: int,
-    profile: SiteProfile | str | None = None, progress: bool = False, force: bool = False,
+    *,
+    out_dir: Path,
+    joint: Joint | str,
+    n_cases: int,
+    seed: int,
+    profile: SiteProfile | str | None = None,
+    progress: bool = False,
+    force: bool = False,
 ) -> dict:
     """Write a phantom site and return a summary (cases, seconds, prevalence per label).
 
@@ -60,23 +66,46 @@ def generate_site(
     for i in indices:
         cid = case_id(i)
         rendered = render_case(joint=j, seed=seed, case_index=i, profile=prof)
-        facts[cid] = write_case(out=out, cid=cid, rendered=rendered, profile=prof, seed=seed,
-                                index=i)
+        facts[cid] = write_case(
+            out=out, cid=cid, rendered=rendered, profile=prof, seed=seed, index=i
+        )
         rows.append([cid, *(int(rendered.present[n]) for n in LABELS[j])])
     seconds = time.perf_counter() - start
     _write_labels(out / "labels.csv", j, rows)
-    write_manifest(SiteManifest(joint=j.value, site_id=prof.name,
-                                description=f"synthetic phantom site ({prof.description})"),
-                   out / MANIFEST_NAME)
+    write_manifest(
+        SiteManifest(
+            joint=j.value,
+            site_id=prof.name,
+            description=f"synthetic phantom site ({prof.description})",
+        ),
+        out / MANIFEST_NAME,
+    )
     prevalence = {n: float(np.mean([r[k + 1] for r in rows])) for k, n in enumerate(LABELS[j])}
-    (out / FACTS_NAME).write_text(json.dumps({
-        "generator": GENERATOR, "version": GENERATOR_VERSION, "joint": j.value,
-        "profile": prof.name, "seed": seed, "n_cases": n_cases,
-        "mask_layout": "uint8 (column, row, slice) on the sagittal series grid; RAS affine",
-        "cases": facts,
-    }, indent=1, sort_keys=True))
-    return {"out_dir": str(out), "joint": j.value, "profile": prof.name, "n_cases": n_cases,
-            "seed": seed, "seconds": seconds, "prevalence": prevalence}
+    (out / FACTS_NAME).write_text(
+        json.dumps(
+            {
+                "generator": GENERATOR,
+                "version": GENERATOR_VERSION,
+                "joint": j.value,
+                "profile": prof.name,
+                "seed": seed,
+                "n_cases": n_cases,
+                "mask_layout": "uint8 (column, row, slice) on the sagittal series grid; RAS affine",
+                "cases": facts,
+            },
+            indent=1,
+            sort_keys=True,
+        )
+    )
+    return {
+        "out_dir": str(out),
+        "joint": j.value,
+        "profile": prof.name,
+        "n_cases": n_cases,
+        "seed": seed,
+        "seconds": seconds,
+        "prevalence": prevalence,
+    }
 
 
 def prepare_out_dir(out: Path, *, force: bool) -> None:
@@ -85,8 +114,9 @@ def prepare_out_dir(out: Path, *, force: bool) -> None:
         raise ValueError(f"{out} is a file; choose a folder for the phantom site")
     if out.is_dir() and any(out.iterdir()):
         if not is_phantom_site(out):
-            raise ValueError(f"{out} is not empty and is not a phantom site; choose an empty or "
-                             "new folder")
+            raise ValueError(
+                f"{out} is not empty and is not a phantom site; choose an empty or new folder"
+            )
         if not force:
             raise ValueError(f"{out} already holds a phantom site; pass --force to overwrite it")
         shutil.rmtree(out)
@@ -101,8 +131,9 @@ def is_phantom_site(folder: Path) -> bool:
     return isinstance(facts, dict) and facts.get("generator") == GENERATOR
 
 
-def write_case(*, out: Path, cid: str, rendered: RenderedCase, profile: SiteProfile, seed: int,
-               index: int) -> dict:
+def write_case(
+    *, out: Path, cid: str, rendered: RenderedCase, profile: SiteProfile, seed: int, index: int
+) -> dict:
     """Write one case's series (and knee mask); return its facts for phantom.json."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index), 7919]))
     patient = fake_patient(rng)
@@ -114,16 +145,26 @@ def write_case(*, out: Path, cid: str, rendered: RenderedCase, profile: SiteProf
             continue
         rv = rendered.views[view]
         folder = out / cid / f"SE{int(series_numbers[v]):06d}"
-        write_series(image=rv.image, geometry=rv.geometry, folder=folder, profile=profile,
-                     joint=rendered.joint, patient=patient, keys=(seed, cid),
-                     series_number=int(series_numbers[v]),
-                     file_numbers=[int(n) for n in file_numbers[v]])
+        write_series(
+            image=rv.image,
+            geometry=rv.geometry,
+            folder=folder,
+            profile=profile,
+            joint=rendered.joint,
+            patient=patient,
+            keys=(seed, cid),
+            series_number=int(series_numbers[v]),
+            file_numbers=[int(n) for n in file_numbers[v]],
+        )
         series[view.value] = folder.name
         if rv.labels is not None:
             write_mask(out / "masks" / f"{cid}.nii.gz", rv.labels, rv.geometry)
-    return {"patient_id": patient.patient_id, "series": series,
-            "labels": {k: int(v) for k, v in rendered.present.items()},
-            "lesions": _jsonable(rendered.lesion_params)}
+    return {
+        "patient_id": patient.patient_id,
+        "series": series,
+        "labels": {k: int(v) for k, v in rendered.present.items()},
+        "lesions": _jsonable(rendered.lesion_params),
+    }
 
 
 def write_mask(path: Path, labels: np.ndarray, geometry: ViewGeometry) -> None:
@@ -131,8 +172,7 @@ def write_mask(path: Path, labels: np.ndarray, geometry: ViewGeometry) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     affine = geometry.index_to_patient()
     affine[:2] *= -1.0  # LPS -> RAS
-    img = nib.Nifti1Image(np.ascontiguousarray(labels.transpose(2, 1, 0)).astype(np.uint8),
-                          affine)
+    img = nib.Nifti1Image(np.ascontiguousarray(labels.transpose(2, 1, 0)).astype(np.uint8), affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     nib.save(img, str(path))

@@ -25,7 +25,8 @@ CONFIG = DataConfig(min_slices=4, preprocess=PRE)
 def _hashes(root):
     return {
         p.relative_to(root): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*")) if p.is_file()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -34,8 +35,13 @@ def _site(tmp_path, *, n_cases=3, n_slices=10):
     for c in range(n_cases):
         for i, view in enumerate(VIEWS):
             factory.write_series(
-                root / f"case-{c}" / f"s{i}", view=view.value, n_slices=n_slices,
-                rows=20, cols=24, seed=10 * c + i, tilt_deg=5.0,
+                root / f"case-{c}" / f"s{i}",
+                view=view.value,
+                n_slices=n_slices,
+                rows=20,
+                cols=24,
+                seed=10 * c + i,
+                tilt_deg=5.0,
             )
     (root / "labels.csv").write_text(
         "case_id,atfl_injury,cfl_injury,achilles_tendon_rupture,osteochondral_lesion_talus\n"
@@ -66,7 +72,9 @@ def test_mask_follows_the_image_grid(tmp_path):
     # the image itself, thresholded, is a mask whose preprocessed version must match
     labels = (volume.array > 2000).astype(np.uint8)
     mask = preprocess_mask(labels, volume.affine, target=volume, view=View.SAGITTAL, config=PRE)
-    image = preprocess_volume(volume, view=View.SAGITTAL, config=PreprocessConfig(slices=8, size=16))
+    image = preprocess_volume(
+        volume, view=View.SAGITTAL, config=PreprocessConfig(slices=8, size=16)
+    )
     assert mask.shape == (8, 16, 16)
     bright = image[0][mask == 1].astype(float).mean()
     dark = image[0][mask == 0].astype(float).mean()
@@ -87,7 +95,9 @@ def test_prepare_then_noop_and_data_untouched(tmp_path):
 def test_changed_case_is_reread_and_labels_loaded(tmp_path):
     site = _site(tmp_path)
     prepare_site(site, config=CONFIG)
-    factory.write_series(site.root / "case-1" / "s0", view="sagittal", n_slices=10, rows=20, cols=24, seed=99)
+    factory.write_series(
+        site.root / "case-1" / "s0", view="sagittal", n_slices=10, rows=20, cols=24, seed=99
+    )
     again = prepare_site(site, config=CONFIG)
     assert again.prepared == ["case-1"]
     cases = load_site_tensors(site, preprocess=PRE, data_config=CONFIG)
@@ -114,7 +124,9 @@ def test_nifti_mask_is_cached(tmp_path):
     labels[:, 5:10, 5:10] = 3
     site.masks_dir.mkdir()
     # NIfTI stores RAS; the mask is written on the sagittal grid
-    nib.save(nib.Nifti1Image(labels, lps_ras_flip() @ volume.affine), site.masks_dir / "case-0.nii.gz")
+    nib.save(
+        nib.Nifti1Image(labels, lps_ras_flip() @ volume.affine), site.masks_dir / "case-0.nii.gz"
+    )
     cases = load_site_tensors(site, preprocess=PRE, data_config=CONFIG)
     assert cases[0].mask is not None and cases[0].mask.shape == (8, 16, 16)
     assert set(np.unique(cases[0].mask)) == {0, 3}
@@ -125,7 +137,9 @@ def test_site_opened_by_a_relative_path_with_masks(tmp_path, monkeypatch):
     volume = scan_case(site.root / "case-0", config=CONFIG).views[View.SAGITTAL]
     site.masks_dir.mkdir()
     labels = np.ones(volume.array.shape, np.uint8)
-    nib.save(nib.Nifti1Image(labels, lps_ras_flip() @ volume.affine), site.masks_dir / "case-0.nii.gz")
+    nib.save(
+        nib.Nifti1Image(labels, lps_ras_flip() @ volume.affine), site.masks_dir / "case-0.nii.gz"
+    )
     monkeypatch.chdir(tmp_path)
     relative = load_site("site")
     cases = load_site_tensors(relative, preprocess=PRE, data_config=CONFIG)

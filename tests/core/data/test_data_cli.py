@@ -22,15 +22,22 @@ def _run(*args: str):
 def _site(root, *, labels: str):
     for c in range(2):
         for i, view in enumerate(VIEWS):
-            factory.write_series(root / f"case-{c}" / f"s{i}", view=view.value, n_slices=10, seed=c * 10 + i)
+            factory.write_series(
+                root / f"case-{c}" / f"s{i}", view=view.value, n_slices=10, seed=c * 10 + i
+            )
     (root / "labels.csv").write_text(
-        "case_id,atfl_injury,cfl_injury,achilles_tendon_rupture,osteochondral_lesion_talus\n" + labels
+        "case_id,atfl_injury,cfl_injury,achilles_tendon_rupture,osteochondral_lesion_talus\n"
+        + labels
     )
     return root
 
 
 def _hashes(root):
-    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_clean_site_exits_0_with_json_contract(tmp_path):

@@ -21,8 +21,13 @@ def config() -> ModelConfig:
 def _site(joint: Joint, *, seed: int = 0, n: int = 10, heldout_from: int = 6) -> list:
     rng = np.random.default_rng(seed)
     cases = [
-        random_case(f"c{i}", joint=joint, rng=rng, heldout=i >= heldout_from,
-                    missing=(VIEWS[2],) if i == 7 else ())
+        random_case(
+            f"c{i}",
+            joint=joint,
+            rng=rng,
+            heldout=i >= heldout_from,
+            missing=(VIEWS[2],) if i == 7 else (),
+        )
         for i in range(n)
     ]
     # One unlabeled case on each side: skipped and counted held-out, ignored in training.
@@ -65,7 +70,8 @@ def test_thresholds_ignore_the_heldout_cases(config):
     model = build_model(config, joint=Joint.ANKLE)
     cases = [  # training labels alternate, so every label has both classes there
         dataclasses.replace(c, labels=(np.arange(4) + i) % 2 * np.float32(1))
-        if not c.heldout and c.labels is not None else c
+        if not c.heldout and c.labels is not None
+        else c
         for i, c in enumerate(_site(Joint.ANKLE, n=12, heldout_from=8))
     ]
     replaced = _site(Joint.ANKLE, seed=9, n=12, heldout_from=8)  # other held-out images/labels
@@ -76,8 +82,7 @@ def test_thresholds_ignore_the_heldout_cases(config):
     assert set(first.report["threshold_source"].values()) == {"youden"}
     # ...while the training cases do decide them: relabel them, and thresholds move.
     flipped = [
-        dataclasses.replace(c, labels=1 - c.labels) if not c.heldout and c.labels is not None
-        else c
+        dataclasses.replace(c, labels=1 - c.labels) if not c.heldout and c.labels is not None else c
         for c in cases
     ]
     assert evaluate_cases(model, flipped).report["threshold"] != first.report["threshold"]

@@ -127,8 +127,10 @@ def test_ece_pools_labels_and_matches_monai_per_channel():
     labels = (rng.random((200, 1)) < probs).astype(np.float32)
     ours = expected_calibration_error(probs, labels)
     metric = CalibrationErrorMetric(num_bins=10)
-    metric(y_pred=torch.from_numpy(probs.T[None].astype(np.float32)),
-           y=torch.from_numpy(labels.T[None]))
+    metric(
+        y_pred=torch.from_numpy(probs.T[None].astype(np.float32)),
+        y=torch.from_numpy(labels.T[None]),
+    )
     assert ours == pytest.approx(float(metric.aggregate()), abs=1e-5)
     assert ours < 0.15  # labels drawn from the probabilities: roughly calibrated
     mean_p, frequency, counts = reliability_bins(probs, labels)

@@ -38,11 +38,13 @@ def test_cross_site_refuses_dp_at_load(dp):
     # local-only models leave the sites un-noised: not allowed in a DP run (either kind)
     with pytest.raises(ValueError, match="cross_site"):
         load_experiment(CONFIGS / "demo-dp.yaml", overrides=["evaluate.cross_site=true", *dp])
-    assert load_experiment(CONFIGS / "demo.yaml",
-                           overrides=["evaluate.cross_site=true"]).evaluate.cross_site
+    assert load_experiment(
+        CONFIGS / "demo.yaml", overrides=["evaluate.cross_site=true"]
+    ).evaluate.cross_site
 
 
 def test_cross_site_needs_evaluation():
     with pytest.raises(ValueError, match="evaluate.enabled"):
-        load_experiment(CONFIGS / "demo.yaml",
-                        overrides=["evaluate.cross_site=true", "evaluate.enabled=false"])
+        load_experiment(
+            CONFIGS / "demo.yaml", overrides=["evaluate.cross_site=true", "evaluate.enabled=false"]
+        )

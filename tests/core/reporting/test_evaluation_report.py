@@ -24,8 +24,12 @@ def _checkpoint(path, *, joint: Joint):
     config = load_config(ModelConfig, data=TINY_MODEL)
     model = build_model(config, joint=joint)
     save_checkpoint(
-        path, tensors=model.state_dict(), config={"model": to_dict(config)}, preset="test",
-        preprocess_key="k", extra={"joint": joint.value},
+        path,
+        tensors=model.state_dict(),
+        config={"model": to_dict(config)},
+        preset="test",
+        preprocess_key="k",
+        extra={"joint": joint.value},
     )
     return path
 
@@ -36,8 +40,9 @@ def _cli(tmp_path, monkeypatch, *, joint: Joint):
     write_manifest(SiteManifest(joint=joint.value, site_id="hospital-a"), site_dir / "site.yaml")
     rng = np.random.default_rng(0)
     cases = [
-        random_case(f"c{i}", joint=joint, rng=rng, heldout=i >= 6,
-                    missing=(VIEWS[1],) if i == 7 else ())
+        random_case(
+            f"c{i}", joint=joint, rng=rng, heldout=i >= 6, missing=(VIEWS[1],) if i == 7 else ()
+        )
         for i in range(10)
     ]
     cases[9] = dataclasses.replace(cases[9], labels=None)  # unlabeled held-out case
@@ -111,9 +116,7 @@ def test_report_renders_when_no_heldout_case_is_labeled():
     from core.reporting.evaluation_report import render_evaluation_report
 
     rng = np.random.default_rng(1)
-    cases = [
-        random_case(f"c{i}", joint=Joint.KNEE, rng=rng, heldout=i >= 2) for i in range(4)
-    ]
+    cases = [random_case(f"c{i}", joint=Joint.KNEE, rng=rng, heldout=i >= 2) for i in range(4)]
     cases = [dataclasses.replace(c, labels=None) if c.heldout else c for c in cases]
     model = build_model(load_config(ModelConfig, data=TINY_MODEL), joint=Joint.KNEE)
     evaluation = evaluate_cases(model, cases, keep_masks=1)

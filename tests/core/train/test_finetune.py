@@ -126,10 +126,15 @@ def test_pretrained_checkpoint_without_heads_cannot_be_evaluated(tmp_path, tiny_
 def test_subset_seed_keeps_the_label_subset_while_the_seed_changes(tiny_config, knee_cases):
     model = build_model(tiny_config, joint="knee")
     picks = {
-        tuple(c.case_id for c in select_training_cases(
-            knee_cases, model=model, config=FinetuneConfig(label_fraction=0.5, seed=seed),
-            subset_seed=7,
-        ))
+        tuple(
+            c.case_id
+            for c in select_training_cases(
+                knee_cases,
+                model=model,
+                config=FinetuneConfig(label_fraction=0.5, seed=seed),
+                subset_seed=7,
+            )
+        )
         for seed in range(5)
     }
     assert len(picks) == 1

@@ -60,7 +60,9 @@ def _cases(n: int, *, views=VIEWS, seed: int = 0) -> list[CaseTensors]:
         CaseTensors(
             case_id=f"c{i}",
             views={v: rng.uniform(-1, 1, (1, 8, 16, 16)).astype(np.float16) for v in views},
-            labels=None, mask=None, heldout=False,
+            labels=None,
+            mask=None,
+            heldout=False,
         )
         for i in range(n)
     ]
@@ -101,11 +103,19 @@ def _clipped_mean(unet, scheduler, clean, *, generator, clip: float, expected: f
     return [g / expected for g in total], norms
 
 
-@pytest.mark.parametrize("bad", [
-    {"noise_multiplier": -1.0}, {"max_grad_norm": 0.0}, {"delta": 1.0}, {"accountant": "gdp"},
-    {"max_epsilon": 0.0}, {"phases": ["evaluate"]}, {"enabled": True},
-    {"enabled": True, "noise_multiplier": 1.0, "target_epsilon": 2.0},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"noise_multiplier": -1.0},
+        {"max_grad_norm": 0.0},
+        {"delta": 1.0},
+        {"accountant": "gdp"},
+        {"max_epsilon": 0.0},
+        {"phases": ["evaluate"]},
+        {"enabled": True},
+        {"enabled": True, "noise_multiplier": 1.0, "target_epsilon": 2.0},
+    ],
+)
 def test_bad_settings_are_rejected(bad):
     with pytest.raises(ValueError, match="client_dp"):
         ClientDPConfig(**bad)
@@ -124,23 +134,39 @@ def test_clipping_then_noise_match_dp_sgd():
     volumes = [rng.uniform(-1, 1, (1, 8, 16, 16)).astype(np.float32) for _ in range(3)]
     clip, sigma = 1e-3, 2.0
     view = make_private_unet(
-        unet=unet, optimizer=torch.optim.SGD(unet.parameters(), lr=0.0), cases=3,
-        sample_rate=1.0, noise_multiplier=0.0, max_grad_norm=clip,
+        unet=unet,
+        optimizer=torch.optim.SGD(unet.parameters(), lr=0.0),
+        cases=3,
+        sample_rate=1.0,
+        noise_multiplier=0.0,
+        max_grad_norm=clip,
         generator=torch.Generator().manual_seed(5),
     )
     expected, norms = _clipped_mean(
-        reference, scheduler, torch.from_numpy(np.stack(volumes)),
-        generator=torch.Generator().manual_seed(9), clip=clip, expected=3.0,
+        reference,
+        scheduler,
+        torch.from_numpy(np.stack(volumes)),
+        generator=torch.Generator().manual_seed(9),
+        clip=clip,
+        expected=3.0,
     )
     assert min(norms) > 10 * clip  # clipping is active for every case
-    private_step(view=view, volumes=volumes, scheduler=scheduler,
-                 loss_generator=torch.Generator().manual_seed(9))
+    private_step(
+        view=view,
+        volumes=volumes,
+        scheduler=scheduler,
+        loss_generator=torch.Generator().manual_seed(9),
+    )
     got = [p.grad.clone() for p in unet.parameters()]
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-3, atol=1e-9)
     view.optimizer.noise_multiplier = sigma
-    private_step(view=view, volumes=volumes, scheduler=scheduler,
-                 loss_generator=torch.Generator().manual_seed(9))
+    private_step(
+        view=view,
+        volumes=volumes,
+        scheduler=scheduler,
+        loss_generator=torch.Generator().manual_seed(9),
+    )
     pairs = zip(unet.parameters(), expected, strict=True)
     residual = torch.cat([(p.grad - e).flatten() for p, e in pairs])
     assert residual.std().item() == pytest.approx(sigma * clip / 3.0, rel=0.1)
@@ -150,7 +176,11 @@ def test_empty_poisson_batch_adds_noise_only(tmp_path):
     trainer = _trainer(_cases(3, views=VIEWS[:1]))
     before = {k: v.clone() for k, v in trainer.unets[VIEWS[0]].state_dict().items()}
     losses = train_private(
-        trainer, steps=2, noise_multiplier=1.0, rates={VIEWS[0]: 1e-9}, max_grad_norm=1.0,
+        trainer,
+        steps=2,
+        noise_multiplier=1.0,
+        rates={VIEWS[0]: 1e-9},
+        max_grad_norm=1.0,
         seeds={VIEWS[0]: 4},
     )
     assert losses == {VIEWS[0]: []} and trainer.step == 2  # no case drawn, both steps taken
@@ -180,7 +210,8 @@ def test_views_compose_and_budget_survives_a_restart(tmp_path, n_views):
     )
     one_view = epsilon_of([(1.0, 0.5, 1)], accountant="rdp", delta=1e-5)
     assert first.metrics["epsilon"] == pytest.approx(
-        epsilon_of([(1.0, 0.5, n_views)], accountant="rdp", delta=1e-5))
+        epsilon_of([(1.0, 0.5, n_views)], accountant="rdp", delta=1e-5)
+    )
     assert (first.metrics["epsilon"] > one_view) == (n_views > 1)
     reloaded = SiteBudget.load(tmp_path, config=config)  # a restarted site
     assert reloaded.epsilon() == first.metrics["epsilon"]
@@ -197,9 +228,7 @@ def test_exhausted_budget_refuses_without_training(tmp_path, monkeypatch):
     cases = _cases(4)
     monkeypatch.setattr(site_round, "_cases", lambda site, config: cases)
     model = _model_config()
-    global_arrays = {
-        k: v.numpy() for k, v in _trainer(cases).backbone_weights(ema=False).items()
-    }
+    global_arrays = {k: v.numpy() for k, v in _trainer(cases).backbone_weights(ema=False).items()}
     entries = round_entries(rates=[0.5] * 3, steps=1, config=ClientDPConfig(noise_multiplier=1.0))
     eps1 = epsilon_of(entries, accountant="rdp", delta=1e-5)
     eps2 = epsilon_of(entries * 2, accountant="rdp", delta=1e-5)
@@ -207,9 +236,15 @@ def test_exhausted_budget_refuses_without_training(tmp_path, monkeypatch):
 
     def run(index):
         return site_round.pretrain_round(
-            site=None, site_id="knee-a", state_dir=tmp_path, index=index, seed=0,
-            model_config=model, train=PretrainConfig(steps=1, batch_size=2),
-            global_arrays=global_arrays, client_dp=config,
+            site=None,
+            site_id="knee-a",
+            state_dir=tmp_path,
+            index=index,
+            seed=0,
+            model_config=model,
+            train=PretrainConfig(steps=1, batch_size=2),
+            global_arrays=global_arrays,
+            client_dp=config,
         )
 
     trained = run(1)

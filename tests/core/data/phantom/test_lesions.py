@@ -26,9 +26,12 @@ def test_profile_scale_raises_prevalence():
 
 @pytest.mark.parametrize(
     ("joint", "cause", "effect"),
-    [(Joint.KNEE, "acl_tear", "joint_effusion"), (Joint.KNEE, "acl_tear", "lateral_meniscus_tear"),
-     (Joint.ANKLE, "atfl_injury", "cfl_injury"),
-     (Joint.SHOULDER, "supraspinatus_tear", "subacromial_bursitis")],
+    [
+        (Joint.KNEE, "acl_tear", "joint_effusion"),
+        (Joint.KNEE, "acl_tear", "lateral_meniscus_tear"),
+        (Joint.ANKLE, "atfl_injury", "cfl_injury"),
+        (Joint.SHOULDER, "supraspinatus_tear", "subacromial_bursitis"),
+    ],
 )
 def test_cause_raises_effect(joint, cause, effect):
     d = _draw(joint, 3000)

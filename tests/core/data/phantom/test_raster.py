@@ -28,21 +28,47 @@ N_SUB = 3
 
 
 def _geom(view, *, size=40, fov=80.0, slices=5, seed=0, centre=(1.0, -2.0, 3.0)):
-    return make_geometry(view=view, centre=np.asarray(centre), size=size, fov_mm=fov,
-                         slices=slices, thickness=4.0, gap=0.5, max_obliquity_deg=10.0,
-                         max_offset_mm=3.0, rng=np.random.default_rng(seed))
+    return make_geometry(
+        view=view,
+        centre=np.asarray(centre),
+        size=size,
+        fov_mm=fov,
+        slices=slices,
+        thickness=4.0,
+        gap=0.5,
+        max_obliquity_deg=10.0,
+        max_offset_mm=3.0,
+        rng=np.random.default_rng(seed),
+    )
 
 
 def _shapes():
-    ell = Ellipsoid(center=np.array([3.0, -1.0, 2.0], np.float32),
-                    radii=np.array([22.0, 12.0, 16.0], np.float32),
-                    axes=rotation([1.0, 2.0, 0.5], 30).astype(np.float32))
-    band = Tube(points=bezier([[-30, 10, -20], [0, -20, 0], [25, 5, 20]], 8),
-                radii=np.array([6.0, 2.5], np.float32), width_dir=np.array([0.0, 0.0, 1.0]))
-    blob = Union((ell, Tube(points=np.array([[0, 0, -40], [0, 5, 40]], np.float32),
-                            radii=np.array([7.0, 7.0], np.float32))), blend=6.0)
-    notched = Difference(blob, Ellipsoid(center=np.array([0, -12.0, 0], np.float32),
-                                         radii=np.array([8.0, 8.0, 8.0], np.float32)))
+    ell = Ellipsoid(
+        center=np.array([3.0, -1.0, 2.0], np.float32),
+        radii=np.array([22.0, 12.0, 16.0], np.float32),
+        axes=rotation([1.0, 2.0, 0.5], 30).astype(np.float32),
+    )
+    band = Tube(
+        points=bezier([[-30, 10, -20], [0, -20, 0], [25, 5, 20]], 8),
+        radii=np.array([6.0, 2.5], np.float32),
+        width_dir=np.array([0.0, 0.0, 1.0]),
+    )
+    blob = Union(
+        (
+            ell,
+            Tube(
+                points=np.array([[0, 0, -40], [0, 5, 40]], np.float32),
+                radii=np.array([7.0, 7.0], np.float32),
+            ),
+        ),
+        blend=6.0,
+    )
+    notched = Difference(
+        blob,
+        Ellipsoid(
+            center=np.array([0, -12.0, 0], np.float32), radii=np.array([8.0, 8.0, 8.0], np.float32)
+        ),
+    )
     return {"ellipsoid": ell, "band": band, "blend": blob, "difference": notched}
 
 
@@ -114,10 +140,8 @@ def test_every_part_of_a_scene_matches_dense_evaluation(joint, view):
             continue
         clip = part.clip.sdf if part.clip is not None else None
         found = _paint(geom, part.shape, [(1, -part.inset, clip)], block=block) == 1
-        expected = dense_inside(part.shape.sdf, -part.inset, geom=geom, n_sub=N_SUB,
-                                clip=clip)
+        expected = dense_inside(part.shape.sdf, -part.inset, geom=geom, n_sub=N_SUB, clip=clip)
         wrong += int((found != expected).sum())
         total += found.size
     # our distances are approximate (very flat ellipsoids inside): allow a handful of samples
     assert wrong <= 1e-5 * total, (wrong, total)
-

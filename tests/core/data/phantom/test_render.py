@@ -18,8 +18,9 @@ MICRO = dataclasses.replace(TINY, name="micro", size=40, slices=5)
 
 
 def _render(joint, *, seed=5, lesions=None, noise=True, profile=PROFILE):
-    return render_case(joint=joint, seed=seed, case_index=0, profile=profile, lesions=lesions,
-                       noise=noise)
+    return render_case(
+        joint=joint, seed=seed, case_index=0, profile=profile, lesions=lesions, noise=noise
+    )
 
 
 @pytest.fixture(scope="module")

@@ -123,9 +123,17 @@ def test_compressed_series_decode_losslessly(tmp_path, syntax, coronal):
     rv = coronal
     patient = Patient("DOE^J", "PX1", "19800101", "F", "20240101", "101000", "A1")
     two = dataclasses.replace(rv.geometry, shape=(2, MICRO.size, MICRO.size))
-    write_series(image=rv.image[:2], geometry=two, folder=tmp_path, profile=prof,
-                 joint=Joint.KNEE, patient=patient, keys=(2, "case-0001"), series_number=3,
-                 file_numbers=[9, 4])
+    write_series(
+        image=rv.image[:2],
+        geometry=two,
+        folder=tmp_path,
+        profile=prof,
+        joint=Joint.KNEE,
+        patient=patient,
+        keys=(2, "case-0001"),
+        series_number=3,
+        file_numbers=[9, 4],
+    )
     ds = pydicom.dcmread(tmp_path / "IM00009.dcm")
     assert ds.file_meta.TransferSyntaxUID.is_compressed
     expected = np.clip(np.rint(rv.image[0] * 2000 / 1.5), 0, 4095)
@@ -147,8 +155,19 @@ def _cli():
 def test_cli_contract_and_errors(tmp_path):
     runner = CliRunner()
     out = tmp_path / "site"
-    args = ["phantom", "--out", str(out), "--joint", "shoulder", "--cases", "1", "--seed", "1",
-            "--profile", "tiny"]
+    args = [
+        "phantom",
+        "--out",
+        str(out),
+        "--joint",
+        "shoulder",
+        "--cases",
+        "1",
+        "--seed",
+        "1",
+        "--profile",
+        "tiny",
+    ]
     res = runner.invoke(_cli(), args)
     assert res.exit_code == 0, res.output
     assert "1 cases" in res.output and "supraspinatus_tear=" in res.output
@@ -160,11 +179,39 @@ def test_cli_contract_and_errors(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("x")
-    res = runner.invoke(_cli(), ["phantom", "--out", str(other), "--joint", "knee", "--cases",
-                                 "1", "--seed", "1", "--profile", "tiny"])
+    res = runner.invoke(
+        _cli(),
+        [
+            "phantom",
+            "--out",
+            str(other),
+            "--joint",
+            "knee",
+            "--cases",
+            "1",
+            "--seed",
+            "1",
+            "--profile",
+            "tiny",
+        ],
+    )
     assert res.exit_code == 2 and "not a phantom site" in res.output
-    res = runner.invoke(_cli(), ["phantom", "--out", str(tmp_path / "x"), "--joint", "knee",
-                                 "--cases", "1", "--seed", "1", "--profile", "nope"])
+    res = runner.invoke(
+        _cli(),
+        [
+            "phantom",
+            "--out",
+            str(tmp_path / "x"),
+            "--joint",
+            "knee",
+            "--cases",
+            "1",
+            "--seed",
+            "1",
+            "--profile",
+            "nope",
+        ],
+    )
     assert res.exit_code == 2 and "knee-3t" in res.output and "tiny" in res.output
     res = runner.invoke(_cli(), ["phantom", "--help"])
     assert res.exit_code == 0 and "--profile" in res.output and "--seed" in res.output
