@@ -120,6 +120,14 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: pass the checkpoint's .safetensors file")
     tensors = load_tensors(path)
+    return Checkpoint(tensors=tensors, manifest=load_manifest(path))
+
+
+def load_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of checkpoint `path` (.safetensors), checked to be a current one."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: pass the checkpoint's .safetensors file")
     json_path = manifest_path(path)
     if not json_path.is_file():
         raise ValueError(f"{path}: manifest {json_path.name} is missing (incomplete checkpoint?)")
@@ -134,7 +142,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         )
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{json_path}: not an orthofed checkpoint manifest")
-    return Checkpoint(tensors=tensors, manifest=manifest)
+    return manifest
 
 
 def _named(keys: list[str]) -> str:

@@ -216,6 +216,7 @@ class Federation:
             phase=record["phase"],
             round_=record["round"],
             keys=list(self.state),
+            history=[*self.run.read_history(), record],
         )
         self.run.save_round(
             index=index,

@@ -155,6 +155,48 @@ def evaluate(
         out, evaluation=evaluation, cases=cases, checkpoint=checkpoint, site_id=opened.site_id
     )
     typer.echo(f"{report['joint']}: {_counts(report)}, {_summary(report)}: {page}")
+    _record_in_card(checkpoint, report=report, site_id=opened.site_id)
+
+
+def _record_in_card(checkpoint: Path, *, report: dict, site_id: str) -> None:
+    """Keep the thresholds this evaluation chose (training cases only) and its headline
+    metrics in the checkpoint's manifest, for `orthofed predict` and `orthofed info`."""
+    from core.checkpoint import manifest_path
+    from core.model_card import (
+        record_evaluation,
+        record_thresholds,
+        threshold_source,
+        thresholds_entry,
+    )
+
+    manifest = manifest_path(checkpoint)
+    entry = thresholds_entry(
+        thresholds=report["threshold"],
+        methods=report["threshold_source"],
+        source=threshold_source(
+            n_cases=report["n_threshold_cases"], site_id=site_id, command="orthofed evaluate"
+        ),
+    )
+    record_thresholds(manifest, joint=report["joint"], entry=entry)
+    record_evaluation(manifest, joint=report["joint"], site_id=site_id, report=report)
+    typer.echo(f"thresholds and metrics recorded in {manifest} (see `orthofed info`)")
+
+
+@user_errors
+def info(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint's .safetensors file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the card as JSON."),
+) -> None:
+    """The model card of a checkpoint: preset and preprocessing, joints and labels, how it
+    was trained (local or federated: sites, examples per group, rounds, steps), epsilon per
+    site if DP was on, recorded held-out metrics and decision thresholds."""
+    import json
+
+    from core.checkpoint import load_manifest
+    from core.model_card import card_text, model_card
+
+    card = model_card(load_manifest(checkpoint))
+    typer.echo(json.dumps(card, indent=2) if as_json else card_text(card))
 
 
 def _counts(report: dict) -> str:
@@ -182,3 +224,4 @@ def register(app: typer.Typer) -> None:
     app.command("pretrain")(pretrain)
     app.command("finetune")(finetune)
     app.command("evaluate")(evaluate)
+    app.command("info")(info)

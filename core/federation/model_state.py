@@ -72,14 +72,18 @@ def round_manifest(
     phase: str,
     round_: int,
     keys: list[str],
+    history: list[dict] | None = None,
 ) -> dict:
     """The JSON manifest of a global round checkpoint: a full orthofed checkpoint manifest
     (format, preset, model config, preprocessing key, versions, groups), so that
-    `orthofed evaluate|finetune` take `global/round-NNNN.safetensors` like a local one."""
+    `orthofed evaluate|finetune` take `global/round-NNNN.safetensors` like a local one.
+    `history` (the run's records up to this round) becomes its `training` summary (rounds,
+    sites, examples per group, epsilon; see core/model_card.py)."""
     import time
 
     from core.checkpoint import FORMAT, groups_of, package_versions
     from core.config import to_dict
+    from core.model_card import federated_training
     from core.models.presets import preprocess_for
 
     return {
@@ -96,4 +100,5 @@ def round_manifest(
         "versions": package_versions(),
         "groups": groups_of(keys),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "training": federated_training(history or []),
     }

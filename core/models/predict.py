@@ -15,6 +15,7 @@ import torch
 from core.eval.bootstrap import N_RESAMPLES
 from core.eval.classification import classification_metrics
 from core.eval.metrics import dice_rows, hd95_rows, mean_defined, mean_per_structure
+from core.eval.thresholds import choose_thresholds
 from core.models.encode import encode_cases
 from core.models.registry import OrthoModel
 from core.views import KNEE_STRUCTURES, LABELS
@@ -167,6 +168,27 @@ def evaluate_cases(
     )
     report = metrics_report(model, tested, training=training, seed=seed)
     return Evaluation(report=report, heldout=tested, training=training)
+
+
+def training_thresholds(
+    model: OrthoModel, cases: Sequence, *, batch_size: int = 4
+) -> tuple[dict[str, float], dict[str, str], int]:
+    """Per-label decision thresholds chosen on the labeled *training* cases among `cases`
+    (held-out ones never look): (thresholds, how each was chosen, number of cases used)."""
+    names = LABELS[model.joint]
+    training = [c for c in cases if not c.heldout and c.labels is not None]
+    if not training:
+        thresholds, methods = choose_thresholds(
+            np.zeros((0, len(names))), np.zeros((0, len(names))), names=names
+        )
+        return thresholds, methods, 0
+    model.eval()
+    scored = predict(model, training, batch_size=batch_size, with_seg=False)
+    rows = scored.has_labels
+    thresholds, methods = choose_thresholds(
+        scored.probabilities[rows], scored.labels[rows], names=names
+    )
+    return thresholds, methods, int(rows.sum())
 
 
 def evaluate(model: OrthoModel, cases: Sequence, *, batch_size: int = 4) -> dict:

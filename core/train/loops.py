@@ -15,7 +15,9 @@ from pathlib import Path
 
 from core.checkpoint import save_checkpoint
 from core.config import FinetuneRunConfig, PretrainRunConfig, to_dict
+from core.model_card import threshold_source, thresholds_entry
 from core.models.loading import model_from_checkpoint
+from core.models.predict import training_thresholds
 from core.train.finetune import finetune
 from core.train.pretrain import Pretrainer, training_volumes
 from core.train.progress import training_progress
@@ -175,6 +177,18 @@ def run_finetuning(
     if config.train.mode != "linear":
         trained = [f"backbone.{v}" for v in model.backbone] + trained
     path = Path(run_dir) / CHECKPOINT_NAME
+    # Only the labels this run was allowed to use (its label fraction) choose thresholds.
+    used = set(result.case_ids)
+    thresholds, methods, n_cases = training_thresholds(
+        model, [c for c in cases if c.case_id in used]
+    )
+    chosen = thresholds_entry(
+        thresholds=thresholds,
+        methods=methods,
+        source=threshold_source(
+            n_cases=n_cases, site_id=(info or {}).get("site_id"), command="orthofed finetune"
+        ),
+    )
     save_checkpoint(
         path,
         tensors=model.state_dict(),
@@ -190,6 +204,7 @@ def run_finetuning(
             "num_examples": {g: result.num_examples for g in trained},
             "epoch_losses": result.epoch_losses,
             "best_epochs": result.best_epochs,
+            "thresholds": {model.joint.value: chosen},
             **(info or {}),
         },
     )

@@ -227,3 +227,11 @@ def test_global_checkpoint_evaluates_like_a_local_one(finished_run, fed_sites, t
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["joint"] == "knee" and metrics["n_cases"] > 0
     assert (tmp_path / "r" / "report.html").is_file()
+    info = CliRunner().invoke(build_app(), ["info", str(final), "--json"])
+    assert info.exit_code == 0, info.output
+    card = json.loads(info.output)
+    history = _history(run_dir)
+    assert card["kind"] == "federated"
+    assert sum(card["training"]["rounds"].values()) == len(history)
+    assert set(card["training"]["sites"]) == {s for r in history for s in r["sampled"]}
+    assert "training cases of site" in card["thresholds"]["knee"]["source"]

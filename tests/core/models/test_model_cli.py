@@ -92,6 +92,46 @@ def test_pretrain_finetune_evaluate_write_the_contract_files(app, tmp_path):
     assert set(metrics["auc"]) == set(LABELS[Joint.KNEE])
     assert set(metrics["dice"]) == set(KNEE_STRUCTURES)
     assert {"macro_auc", "mean_dice"} <= set(metrics)
+    _check_cards(cli, runner, pre=ckpt, ft=tmp_path / "ft" / "checkpoint.safetensors")
+
+
+def _check_cards(cli, runner, *, pre, ft):
+    """Thresholds chosen at fine-tuning, replaced by evaluate's; `info` shows both runs."""
+    manifest = json.loads(ft.with_suffix(".json").read_text())
+    stored = manifest["thresholds"]["knee"]
+    assert set(stored["values"]) == set(LABELS[Joint.KNEE])
+    assert "evaluate" in stored["source"] and "training cases of site s1" in stored["source"]
+    assert manifest["evaluations"]["knee/s1"]["n_cases"] == 3
+    card = json.loads(runner.invoke(cli, ["info", str(ft), "--json"]).output)
+    assert card["kind"] == "finetune" and card["training"]["site_id"] == "s1"
+    assert card["training"]["mode"] == "linear" and card["joints"]["knee"]["segmentation"]
+    text = runner.invoke(cli, ["info", str(pre)])
+    assert text.exit_code == 0, text.output
+    assert "kind: pretrain" in text.output and "step: 1" in text.output
+    assert "thresholds: none stored" in text.output
+    for case in ("c0", "c1", "c7"):  # no case ids anywhere in the card
+        assert f'"{case}"' not in json.dumps(card)
+
+
+def test_finetune_stores_thresholds_from_its_own_training_cases(app, tmp_path):
+    cli, site = app
+    runner = CliRunner()
+    pre = tmp_path / "pre" / "checkpoint.safetensors"
+    args = ["--site", str(site), "--out", str(tmp_path / "pre"), "--steps", "1", *TINY]
+    assert runner.invoke(cli, ["pretrain", *args]).exit_code == 0
+    ft = runner.invoke(
+        cli,
+        ["finetune", "--site", str(site), "--init", str(pre), "--out", str(tmp_path / "ft")]
+        + ["--epochs", "1", "--label-fraction", "0.5"],
+    )
+    assert ft.exit_code == 0, ft.output
+    stored = json.loads((tmp_path / "ft" / "checkpoint.json").read_text())["thresholds"]
+    # the label fraction's 2 cases only, never the 3 held-out ones or unused training labels
+    assert (
+        "Youden J on 2 labeled training cases of site s1 (orthofed finetune"
+        in (stored["knee"]["source"])
+    )
+    assert all(0.0 <= v <= 1.0 for v in stored["knee"]["values"].values())
 
 
 def test_user_errors_are_one_line(app, tmp_path):
