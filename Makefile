@@ -25,10 +25,11 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
-# Benchmarks print ratios measured in one run (the paper step alone takes minutes on 2 cores).
+# Benchmarks print ratios measured in one run (the paper step alone takes minutes on 2 cores);
+# each also writes its figures as JSON under runs/bench/.
 bench: setup
-	$(BIN)/python bench/train_step.py
-	$(BIN)/python bench/dp_step.py
+	$(BIN)/python bench/train_step.py --json runs/bench/train_step.json
+	$(BIN)/python bench/dp_step.py --json runs/bench/dp_step.json
 
 # The paper's claims on synthetic sites (~2 hours on 2 cores; resumable; --quick: minutes).
 reproduce: setup

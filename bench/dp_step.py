@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
 import time
 import warnings
+from pathlib import Path
 
 import torch
 from opacus import PrivacyEngine
@@ -111,6 +113,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--opacus", nargs="*", default=[], choices=["functorch", "hooks"])
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write figures")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -119,6 +122,16 @@ def main() -> None:
     print(f"preset {args.preset}, batch {args.batch}, torch threads {torch.get_num_threads()}")
     for name, seconds in result.items():
         print(f"{name:>14}: {seconds:.3f} s/step  ratio {seconds / plain:.2f}x")
+    if args.json:
+        payload = {
+            "preset": args.preset,
+            "batch": args.batch,
+            "threads": torch.get_num_threads(),
+            "seconds_per_step": result,
+            "ratio_to_plain": {name: s / plain for name, s in result.items()},
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,21 +1,26 @@
 """Pretraining step benchmark: our step vs a bare PyTorch loop on the same MONAI UNet.
 
-For each preset prints: seconds per step (ours, bare) and their ratio (bare / ours; goal
->= 0.95), achieved FLOP/s (FlopCounterMode count of forward+backward, on the meta device)
-against a 1024^3 fp32 GEMM measured in the same run, the bf16-autocast speed-up, and
-feature-extraction throughput. The paper preset (16x256x256, ~8 TFLOP per step) runs one
-step of each loop by default; `--paper-extras` adds its bf16 step and feature extraction.
-`--bf16-curve N` also trains the tiny preset N steps in fp32 and in bf16 on smooth synthetic
-volumes and prints both loss curves. Run: `python bench/train_step.py`.
+For each preset prints: seconds per step (ours, bare; medians of `--repeats` alternating
+repeats) and their ratio bare / ours with its spread (median, min-max of the per-repeat
+ratios; goal >= 0.95), achieved FLOP/s (FlopCounterMode count of forward+backward, on the meta
+device) against a 1024^3 fp32 GEMM measured in the same run, the bf16-autocast speed-up
+(fp32 step / bf16 step, alternating repeats) and feature-extraction throughput; the CPU flags
+seen and what `train.precision: auto` resolves to here. The paper preset (16x256x256, ~8 TFLOP
+per step) runs one step of each loop by default; `--paper-extras` adds its bf16 step and
+feature extraction. `--bf16-curve N` (default 100) trains the tiny network N steps in fp32
+and in bf16 on smooth synthetic volumes and prints both loss curves (0 skips it).
+`--json PATH` writes the figures. Run: `python bench/train_step.py --presets tiny`.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +33,7 @@ from core.diffusion.ddpm import build_scheduler
 from core.models.backbone import build_backbone
 from core.models.features import extract_taps
 from core.models.presets import load_model_config
+from core.precision import cpu_flags, resolve_precision
 from core.train.pretrain import pretrain_step
 
 
@@ -94,7 +100,7 @@ def bench_preset(name: str, *, batch: int, repeats: int, extras: bool) -> dict:
     clean = volume(config, batch)
     g_ours, g_bare = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
 
-    def ours_step() -> float:
+    def ours_step(bf16: bool = False) -> float:
         return seconds(
             lambda: pretrain_step(
                 unet=ours_net,
@@ -102,6 +108,7 @@ def bench_preset(name: str, *, batch: int, repeats: int, extras: bool) -> dict:
                 scheduler=scheduler,
                 clean=clean,
                 generator=g_ours,
+                bf16=bf16,
             )
         )
 
@@ -118,26 +125,28 @@ def bench_preset(name: str, *, batch: int, repeats: int, extras: bool) -> dict:
         else:
             ours.append(ours_step())
             bare.append(bare_timed())
+    ratios = [b / o for b, o in zip(bare, ours, strict=True)]
     row = {
         "preset": name,
         "batch": batch,
         "ours": statistics.median(ours),
         "bare": statistics.median(bare),
+        "ratio": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
         "flops": step_flops(config, batch),
     }
     row["bf16"] = row["features"] = None
     if extras:
-        # One bf16 step: on CPUs without bf16 units (AVX2) autocast conv3d is several x slower.
-        row["bf16"] = seconds(
-            lambda: pretrain_step(
-                unet=ours_net,
-                optimizer=ours_opt,
-                scheduler=scheduler,
-                clean=clean,
-                generator=g_ours,
-                bf16=True,
-            )
-        )
+        # On CPUs without bf16 units (AVX2) autocast conv3d is several x slower: the paper
+        # preset gets one bf16 step, the tiny one alternating repeats against fp32.
+        fp32, bf16 = [], []
+        ours_step(bf16=True)  # warm the bf16 kernels
+        for i in range(repeats):
+            for use in (True, False) if i % 2 else (False, True):
+                (bf16 if use else fp32).append(ours_step(bf16=use))
+        row["bf16"] = statistics.median(bf16)
+        row["bf16_speedup"] = statistics.median(fp32) / row["bf16"]
         taps = [FeatureTap(timestep=100, block="middle")]
         with torch.no_grad():
             took = statistics.median(
@@ -167,7 +176,7 @@ def smooth_volumes(config: ModelConfig, n: int) -> torch.Tensor:
     return (full - low) / (high - low) * 2 - 1
 
 
-def bf16_curve(steps: int, *, console: Console) -> None:
+def bf16_curve(steps: int, *, console: Console) -> dict:
     # The tiny network at an 8x32x32 grid keeps the slow bf16 run affordable.
     config = load_model_config("tiny", overrides=["input_slices=8", "input_size=32"])
     data = smooth_volumes(config, 16)
@@ -200,16 +209,28 @@ def bf16_curve(steps: int, *, console: Console) -> None:
         cells = [f"{statistics.mean(c[0][start : start + window]):.4f}" for c in curves.values()]
         table.add_row(f"{start + 1}-{min(start + window, steps)}", *cells)
     console.print(table)
+    return {name: {"losses": losses, "seconds": took} for name, (losses, took) in curves.items()}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", default="tiny,paper")
-    parser.add_argument("--tiny-repeats", type=int, default=4)
-    parser.add_argument("--paper-extras", action="store_true")
-    parser.add_argument("--bf16-curve", type=int, default=0, metavar="STEPS")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--presets", default="tiny,paper", help="comma-separated presets")
+    parser.add_argument(
+        "--repeats", "--tiny-repeats", type=int, default=5, help="alternating repeats (tiny)"
+    )
+    parser.add_argument("--paper-extras", action="store_true", help="paper bf16 step + features")
+    parser.add_argument("--bf16-curve", type=int, default=100, metavar="STEPS")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write figures")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
     console = Console(width=130)
+    flags = cpu_flags()
+    auto = resolve_precision("auto").value
+    bf16_flags = [f for f in flags if "bf16" in f or f.startswith("amx")]
+    console.print(f"CPU bf16 flags: {', '.join(bf16_flags) or 'none'}; precision auto -> {auto}")
     gemm = gemm_flops()
     rows = []
     for name in args.presets.split(","):
@@ -218,7 +239,7 @@ def main() -> None:
             bench_preset(
                 name,
                 batch=1 if paper else 2,
-                repeats=1 if paper else args.tiny_repeats,
+                repeats=1 if paper else args.repeats,
                 extras=args.paper_extras or not paper,
             )
         )
@@ -243,14 +264,36 @@ def main() -> None:
             str(r["batch"]),
             f"{r['ours']:.3f}",
             f"{r['bare']:.3f}",
-            f"{r['bare'] / r['ours']:.3f}",
+            f"{r['ratio']:.3f} [{r['ratio_min']:.2f}-{r['ratio_max']:.2f}]",
             f"{achieved / 1e9:.1f} ({achieved / gemm:.0%})",
-            "skipped" if r["bf16"] is None else f"{r['ours'] / r['bf16']:.2f}x",
+            "skipped" if r["bf16"] is None else f"{r['bf16_speedup']:.2f}x",
             "skipped" if r["features"] is None else f"{r['features']:.2f}",
         )
     console.print(table)
-    if args.bf16_curve:
-        bf16_curve(args.bf16_curve, console=console)
+    curves = bf16_curve(args.bf16_curve, console=console) if args.bf16_curve else None
+    if args.json:
+        write_json(args.json, rows=rows, flags=flags, auto=auto, gemm=gemm, curves=curves)
+
+
+def write_json(path: Path, *, rows: list[dict], flags: list[str], auto: str, gemm, curves) -> None:
+    """The contract: cpu_flags, precision_auto and per preset ratio (+ spread), bf16_speedup."""
+    payload = {"cpu_flags": flags, "precision_auto": auto, "gemm_flops": gemm}
+    for r in rows:
+        payload[r["preset"]] = {
+            "ratio": r["ratio"],
+            "ratio_min": r["ratio_min"],
+            "ratio_max": r["ratio_max"],
+            "bf16_speedup": r.get("bf16_speedup"),
+            "ours_s": r["ours"],
+            "bare_s": r["bare"],
+            "bf16_s": r["bf16"],
+            "batch": r["batch"],
+            "flops_per_step": r["flops"],
+        }
+    if curves:
+        payload["bf16_curve"] = curves
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1) + "\n")
 
 
 if __name__ == "__main__":

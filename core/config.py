@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from core.precision import Precision
+
 T = TypeVar("T")
 
 
@@ -93,7 +95,8 @@ def load_config(
 
 def to_dict(config: Any) -> dict[str, Any]:
     """Plain-dict view of a config dataclass (for manifests and JSON)."""
-    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)  # type: ignore[return-value]
+    container = OmegaConf.to_container(OmegaConf.structured(config), resolve=True, enum_to_str=True)
+    return container  # type: ignore[return-value]
 
 
 # --- Model and training schemas (view backbones, features, heads, pretraining, fine-tuning) ---
@@ -178,9 +181,8 @@ class PretrainConfig:
     # EMA warm-up: effective decay min(ema_decay, (1 + n) / (10 + n)); keeps short runs useful.
     ema_warmup: bool = True
     seed: int = 0
-    # bf16 CPU autocast: only worth it on CPUs with bf16 units (AVX512-BF16/AMX); on AVX2
-    # machines 3D convolutions fall back to slow kernels (measured 5-16x slower per step).
-    bf16: bool = False
+    # auto: bf16 autocast where the hardware has bf16 units, fp32 elsewhere (core/precision.py).
+    precision: Precision = Precision.auto
     log_every: int = 10
     checkpoint_every: int = 500
     # FedProx proximal term toward the round's global weights (0 = plain FedAvg). Used in
@@ -202,7 +204,9 @@ class FinetuneConfig:
     backbone_lr_scale: float = 0.05
     label_fraction: float = 1.0
     seed: int = 0
-    bf16: bool = False
+    # auto: bf16 autocast for head (and backbone) training where the hardware has bf16
+    # units, fp32 elsewhere; cached frozen features are always computed in fp32.
+    precision: Precision = Precision.auto
     weight_decay: float = 0.01
     # Early stopping: this fraction of the training cases (never held-out ones) is kept
     # aside for validation; each head ends at the epoch of its lowest validation loss.

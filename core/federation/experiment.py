@@ -11,6 +11,7 @@ from pathlib import Path
 
 from core.config import FinetuneConfig, PretrainConfig, load_config
 from core.federation.config import AggregationConfig, ServerDPConfig
+from core.precision import refuse_bf16_with_dp
 from core.train.privacy import ClientDPConfig
 from core.views import parse_joint
 
@@ -99,8 +100,8 @@ class ExperimentConfig:
         if self.evaluate.cross_site and not self.evaluate.enabled:
             raise ValueError("evaluate.cross_site needs evaluate.enabled=true")
         for name in ("pretrain", "finetune"):
-            if dp.enabled and name in dp.phases and getattr(self, name).train.bf16:
-                raise ValueError(f"{name}.train.bf16 is not supported with client DP: set it false")
+            if dp.enabled and name in dp.phases:
+                refuse_bf16_with_dp(getattr(self, name).train.precision, key=f"{name}.train")
 
 
 def load_experiment(path: str | Path, *, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -25,6 +25,7 @@ from opacus.optimizers import DPOptimizer
 from core.config import FinetuneConfig
 from core.models.encode import EncodedCases, encode_in_chunks
 from core.models.registry import OrthoModel
+from core.precision import refuse_bf16_with_dp
 from core.train.dp_pretrain import (
     PrivateRound,
     poisson_indices,
@@ -111,8 +112,7 @@ def finetune_privately(
             f"client DP fine-tuning supports train.mode=linear only (got {config.mode!r}): "
             "set finetune.train.mode=linear, or client_dp.phases=[pretrain]"
         )
-    if config.bf16:
-        raise ValueError("train.bf16 is not supported with client DP: set train.bf16=false")
+    refuse_bf16_with_dp(config.precision)
     chosen = select_training_cases(cases, model=model, config=config, subset_seed=subset_seed)
     rate = sample_rate(batch_size=config.batch_size, cases=len(chosen))
     steps = dp_steps(epochs=config.epochs, rate=rate)

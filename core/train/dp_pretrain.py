@@ -32,6 +32,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from core.diffusion.ddpm import noised
+from core.precision import refuse_bf16_with_dp
 from core.train.pretrain import Pretrainer, stack_batch
 from core.train.privacy import (
     ClientDPConfig,
@@ -185,8 +186,7 @@ def train_private(
     `seeds` seed each view's batch/noise generator (None: Opacus secure mode, torchcsprng).
     Returns the per-view losses of non-empty batches: for local logs only (not private).
     """
-    if trainer.config.train.bf16:
-        raise ValueError("train.bf16 is not supported with client DP: set train.bf16=false")
+    refuse_bf16_with_dp(trainer.config.train.precision)
     views: dict[View, PrivateView] = {}
     try:
         for view in trainer.trained_views:

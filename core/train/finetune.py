@@ -20,6 +20,7 @@ from core.models.backbone import decoder_parameters, encoder_parameters
 from core.models.encode import EncodedCases, encode_cases
 from core.models.feature_cache import FeatureCache, feature_digest
 from core.models.registry import SEG_VIEW, OrthoModel
+from core.precision import Precision, autocast, resolve_precision
 from core.train.losses import task_loss
 from core.train.progress import training_progress
 from core.train.proximal import attach_proximal_term
@@ -119,12 +120,13 @@ def _epoch(
     optimizer: torch.optim.Optimizer,
     config: FinetuneConfig,
     generator: torch.Generator,
+    precision: Precision,
 ) -> float:
     order = torch.randperm(len(cases), generator=generator)
     total, batches = 0.0, 0
     for start in range(0, len(cases), config.batch_size):
         rows = order[start : start + config.batch_size]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+        with autocast(precision):
             batch = cached.select(rows) if cached else encode_cases(model, [cases[i] for i in rows])
             loss = task_loss(model, batch)
         if loss is None:
@@ -202,6 +204,7 @@ def _train_epochs(
     validation: Validation,
 ) -> None:
     generator = torch.Generator().manual_seed(config.seed)
+    precision = resolve_precision(config.precision)
     with training_progress(
         title=f"finetune ({config.mode})", total=config.epochs, enabled=progress
     ) as bar:
@@ -213,6 +216,7 @@ def _train_epochs(
                 optimizer=optimizer,
                 config=config,
                 generator=generator,
+                precision=precision,
             )
             result.epoch_losses.append(loss)
             stalled = validation.after_epoch()

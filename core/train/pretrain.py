@@ -19,6 +19,7 @@ from torch.optim.swa_utils import AveragedModel
 from core.config import ModelConfig, PretrainRunConfig
 from core.diffusion.ddpm import build_scheduler, denoising_loss
 from core.models.backbone import build_backbone
+from core.precision import Precision, resolve_precision
 from core.train.ema import create_ema, ema_count, ema_weights, restore_ema
 from core.train.state import optimizer_from_flat, optimizer_to_flat
 from core.views import VIEWS, View
@@ -103,6 +104,7 @@ class Pretrainer:
             for v, u in self.unets.items()
         }
         self.generator = torch.Generator().manual_seed(train.seed)
+        self.precision = resolve_precision(train.precision)
         self.step = 0
 
     @property
@@ -123,7 +125,7 @@ class Pretrainer:
                 scheduler=self.scheduler,
                 clean=batch,
                 generator=self.generator,
-                bf16=self.config.train.bf16,
+                bf16=self.precision is Precision.bf16,
             )
             self.emas[view].update_parameters(self.unets[view])
         self.step += 1

@@ -30,7 +30,7 @@ def test_client_dp_finetuning_needs_linear_mode_before_any_round(mode):
 
 def test_client_dp_refuses_bf16():
     with pytest.raises(ValueError, match="bf16"):
-        load_experiment(CONFIGS / "demo-dp.yaml", overrides=["pretrain.train.bf16=true"])
+        load_experiment(CONFIGS / "demo-dp.yaml", overrides=["pretrain.train.precision=bf16"])
 
 
 @pytest.mark.parametrize("dp", [["client_dp.enabled=false"], ["server_dp.enabled=false"]])
