@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "core.commands.data",
     "core.commands.model",
     "core.commands.report",
+    "core.commands.predict",
 )
 
 

@@ -54,9 +54,19 @@ def _spatial(config: PreprocessConfig, view: View, *, labels: bool) -> Compose:
 
 def preprocess_volume(volume: Volume, *, view: View, config: PreprocessConfig) -> np.ndarray:
     """A view volume -> float16 array (1, slices, size, size) in [-1, 1]."""
+    return preprocess_with_affine(volume, view=view, config=config)[0]
+
+
+def preprocess_with_affine(
+    volume: Volume, *, view: View, config: PreprocessConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """`preprocess_volume` plus the LPS affine (d, h, w) -> mm of its output grid (as MONAI
+    tracks it through reorientation, central crop/pad and resize), so that model outputs can
+    be mapped back onto the original series."""
     if volume.array.ndim != 3:
         raise ValueError(f"{volume.source}: expected a 3D volume, got shape {volume.array.shape}")
     image = _spatial(config, view, labels=False)(_as_meta(volume.array, volume.affine))
+    affine = _LPS_TO_RAS @ np.asarray(image.affine, dtype=np.float64)
     scale = ScaleIntensityRangePercentiles(
         lower=config.lower_percentile,
         upper=config.upper_percentile,
@@ -65,7 +75,7 @@ def preprocess_volume(volume: Volume, *, view: View, config: PreprocessConfig) -
         clip=True,
     )
     image = scale(image)
-    return np.asarray(image.detach().cpu().numpy(), dtype=np.float16)
+    return np.asarray(image.detach().cpu().numpy(), dtype=np.float16), affine
 
 
 def resample_labels(labels: np.ndarray, labels_affine: np.ndarray, *, target: Volume) -> np.ndarray:
