@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +19,14 @@ from omegaconf.errors import OmegaConfBaseException
 from core.precision import Precision
 
 T = TypeVar("T")
+
+
+class LrSchedule(StrEnum):
+    """`train.lr_schedule` for pretraining: after `warmup_steps` of linear warm-up, the
+    learning rate stays at `lr` (constant) or follows a cosine down to a tenth of it."""
+
+    constant = "constant"
+    cosine = "cosine"
 
 
 @dataclass
@@ -177,6 +186,12 @@ class PretrainConfig:
     steps: int = 21500
     batch_size: int = 10
     lr: float = 1e-4
+    # Linear warm-up over the first `warmup_steps` steps, then `lr_schedule` (see LrSchedule).
+    lr_schedule: LrSchedule = LrSchedule.constant
+    warmup_steps: int = 0
+    # Cosine horizon in optimizer steps; 0 = `steps` (a local run). A federation sets it to
+    # rounds x steps, so the decay spans the whole run rather than restarting every round.
+    lr_decay_steps: int = 0
     ema_decay: float = 0.995
     # EMA warm-up: effective decay min(ema_decay, (1 + n) / (10 + n)); keeps short runs useful.
     ema_warmup: bool = True

@@ -58,6 +58,21 @@ def downsampling_factor(config: BackboneConfig) -> int:
     return 2 ** (len(config.channels) - 1)
 
 
+def conv_shapes(config: ModelConfig) -> list[tuple[int, int]]:
+    """(depth, channels) of the 3D feature maps the model convolves: each backbone level
+    (skip concatenations double the decoder's channels) and the segmentation head's grids;
+    for the bf16 gradient check in `core.precision.resolve_precision`."""
+    shapes = []
+    for level, channels in enumerate(config.backbone.channels):
+        depth = max(1, config.input_slices // 2**level)
+        shapes += [(depth, channels), (depth, 2 * channels)]
+    width, pool = config.heads.seg_channels, config.heads.seg_context_pool
+    shapes.append((config.input_slices, width))
+    if pool > 1:
+        shapes.append((max(1, config.input_slices // pool), width))
+    return shapes
+
+
 def validate_input_shape(config: ModelConfig) -> None:
     """The input grid must divide evenly down to the bottleneck."""
     factor = downsampling_factor(config.backbone)

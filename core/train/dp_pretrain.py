@@ -204,6 +204,7 @@ def train_private(
             )
         losses: dict[View, list[float]] = {v: [] for v in views}
         for _ in range(steps):
+            trainer.apply_learning_rate()
             for view, wrapped in views.items():
                 loss = private_step(
                     view=wrapped,

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from core.config import FinetuneConfig
-from core.models.backbone import decoder_parameters, encoder_parameters
+from core.models.backbone import conv_shapes, decoder_parameters, encoder_parameters
 from core.models.encode import EncodedCases, encode_cases
 from core.models.feature_cache import FeatureCache, feature_digest
 from core.models.registry import SEG_VIEW, OrthoModel
@@ -204,7 +204,7 @@ def _train_epochs(
     validation: Validation,
 ) -> None:
     generator = torch.Generator().manual_seed(config.seed)
-    precision = resolve_precision(config.precision)
+    precision = resolve_precision(config.precision, conv_shapes=conv_shapes(model.config))
     with training_progress(
         title=f"finetune ({config.mode})", total=config.epochs, enabled=progress
     ) as bar:

@@ -8,6 +8,7 @@ Views with no training volumes are kept (their weights stay as initialised) but 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -16,9 +17,9 @@ from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler
 from torch.optim.swa_utils import AveragedModel
 
-from core.config import ModelConfig, PretrainRunConfig
+from core.config import LrSchedule, ModelConfig, PretrainConfig, PretrainRunConfig
 from core.diffusion.ddpm import build_scheduler, denoising_loss
-from core.models.backbone import build_backbone
+from core.models.backbone import build_backbone, conv_shapes
 from core.precision import Precision, resolve_precision
 from core.train.ema import create_ema, ema_count, ema_weights, restore_ema
 from core.train.state import optimizer_from_flat, optimizer_to_flat
@@ -41,6 +42,40 @@ def pretrain_step(
     loss.backward()
     optimizer.step()
     return float(loss.detach())
+
+
+# The floor of the cosine decay, as a fraction of `lr`: a federation that adds rounds past the
+# horizon keeps learning slowly instead of stalling at zero.
+COSINE_FLOOR = 0.1
+
+
+def learning_rate(train: PretrainConfig, *, step: int) -> float:
+    """The learning rate of optimizer step `step` (0-based): linear warm-up, then constant or
+    cosine to COSINE_FLOOR x lr at the horizon. A pure function of the step rather than a
+    torch LRScheduler, so a run restored at any step (also between federated rounds, where
+    each round builds a new trainer) continues on exactly the same curve without scheduler
+    state to save."""
+    warm = min(1.0, (step + 1) / train.warmup_steps) if train.warmup_steps > 0 else 1.0
+    if LrSchedule(train.lr_schedule) is not LrSchedule.cosine:
+        return train.lr * warm
+    horizon = train.lr_decay_steps or train.steps
+    progress = min(1.0, step / horizon) if horizon > 0 else 1.0
+    decay = COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress))
+    return train.lr * warm * decay
+
+
+def check_pretrain_config(train: PretrainConfig) -> None:
+    """One line per wrong value, naming it (checked before any data is read)."""
+    if train.steps < 0:
+        raise ValueError(f"train.steps must be >= 0 (0 = the initialisation), got {train.steps}")
+    if train.batch_size < 1:
+        raise ValueError(f"train.batch_size must be >= 1, got {train.batch_size}")
+    if not train.lr > 0:
+        raise ValueError(f"train.lr must be > 0, got {train.lr}")
+    if train.warmup_steps < 0 or train.lr_decay_steps < 0:
+        raise ValueError("train.warmup_steps and train.lr_decay_steps must be >= 0")
+    if not 0 <= train.ema_decay < 1:
+        raise ValueError(f"train.ema_decay must be in [0, 1), got {train.ema_decay}")
 
 
 def input_shape(config: ModelConfig) -> tuple[int, int, int, int]:
@@ -90,8 +125,7 @@ class Pretrainer:
         self, *, config: PretrainRunConfig, volumes: Mapping[View, Sequence[np.ndarray]]
     ) -> None:
         train = config.train
-        if train.batch_size < 1 or train.lr <= 0:
-            raise ValueError("train.batch_size must be >= 1 and train.lr > 0")
+        check_pretrain_config(train)
         self.config = config
         self.volumes = {View(v): list(a) for v, a in volumes.items()}
         self.scheduler = build_scheduler(config.model.diffusion)
@@ -104,16 +138,24 @@ class Pretrainer:
             for v, u in self.unets.items()
         }
         self.generator = torch.Generator().manual_seed(train.seed)
-        self.precision = resolve_precision(train.precision)
+        self.precision = resolve_precision(train.precision, conv_shapes=conv_shapes(config.model))
         self.step = 0
 
     @property
     def trained_views(self) -> list[View]:
         return [v for v in VIEWS if self.volumes.get(v)]
 
+    def apply_learning_rate(self) -> None:
+        """Set every optimizer to the schedule's learning rate for the coming step."""
+        lr = learning_rate(self.config.train, step=self.step)
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
     def train_step(self) -> dict[View, float]:
         """One optimizer step per trained view; returns the per-view losses."""
         losses = {}
+        self.apply_learning_rate()
         for view in self.trained_views:
             arrays = self.volumes[view]
             order = torch.randperm(len(arrays), generator=self.generator)

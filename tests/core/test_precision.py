@@ -60,3 +60,62 @@ def test_client_dp_refuses_explicit_bf16_only():
     refuse_bf16_with_dp("fp32")
     with pytest.raises(ValueError, match="finetune.train.precision=bf16 is not supported"):
         refuse_bf16_with_dp("bf16", key="finetune.train")
+
+
+def test_bf16_gradients_that_disagree_send_auto_to_fp32_and_refuse_bf16(monkeypatch):
+    import core.precision as precision
+
+    monkeypatch.setattr(precision, "bf16_conv3d_grads_agree", lambda shapes, device="cpu": False)
+    shapes = [(2, 16)]
+    assert resolve_precision("auto", flags=["avx512_bf16"], conv_shapes=shapes) is Precision.fp32
+    assert resolve_precision("fp32", flags=["avx512_bf16"], conv_shapes=shapes) is Precision.fp32
+    with pytest.raises(ValueError, match=r"bf16 Conv3d gradients are wrong.*\(2, 16\)"):
+        resolve_precision("bf16", flags=["avx512_bf16"], conv_shapes=shapes)
+    monkeypatch.setattr(precision, "bf16_conv3d_grads_agree", lambda shapes, device="cpu": True)
+    assert resolve_precision("auto", flags=["avx512_bf16"], conv_shapes=shapes) is Precision.bf16
+
+
+def test_gradient_check_passes_where_kernels_are_correct_and_keeps_the_rng():
+    from core.precision import bf16_conv3d_grads_agree
+
+    torch.manual_seed(5)
+    before = torch.rand(3)
+    torch.manual_seed(5)
+    assert bf16_conv3d_grads_agree([(4, 8), (4, 16)])  # depth 4: correct on every CPU measured
+    assert torch.equal(torch.rand(3), before)
+
+
+@pytest.mark.parametrize("slices", [8, 16])
+def test_gradients_under_auto_precision_agree_with_fp32(slices):
+    """8 slices over three levels puts 2-slice maps in the decoder, where torch 2.13's CPU bf16
+    Conv3d weight gradients are garbage (1e36 or NaN); auto must not train on such gradients."""
+    from core.config import ModelConfig, PretrainConfig
+    from core.diffusion.ddpm import denoising_loss
+    from core.train.pretrain import Pretrainer
+    from core.views import View
+    from tests.core.tiny_model import TINY_MODEL
+
+    three_levels = {"channels": [8, 16, 16], "attention_levels": [False, False, True]}
+    backbone = {**TINY_MODEL["backbone"], **three_levels}
+    model = load_config(
+        ModelConfig, data={**TINY_MODEL, "input_slices": slices, "backbone": backbone}
+    )
+    clean = torch.rand((2, 1, slices, model.input_size, model.input_size)) * 2 - 1
+    train = PretrainConfig(steps=1, batch_size=2, precision=Precision.auto)
+    trainer = Pretrainer(
+        config=PretrainRunConfig(model=model, train=train), volumes={View("sagittal"): []}
+    )
+    unet = trainer.unets[View("sagittal")]
+    grads = []
+    for precision in (trainer.precision, Precision.fp32):
+        unet.zero_grad(set_to_none=True)
+        with autocast(precision):
+            loss = denoising_loss(
+                unet, trainer.scheduler, clean, generator=torch.Generator().manual_seed(0)
+            )
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in unet.named_parameters()})
+    for name, grad in grads[0].items():
+        reference = grads[1][name]
+        error = (grad - reference).abs().max() / reference.abs().max().clamp_min(1e-6)
+        assert torch.isfinite(grad).all() and error < 0.2, (name, float(error))

@@ -1,6 +1,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -79,3 +80,57 @@ def test_ema_copies_first_then_blends():
     assert torch.allclose(ema.module.weight, torch.full((1, 2), 3.0))
     with pytest.raises(ValueError, match="decay"):
         create_ema(layer, decay=1.5)
+
+
+def test_learning_rate_warms_up_then_follows_the_schedule():
+    import math
+
+    from core.config import LrSchedule, PretrainConfig
+    from core.train.pretrain import COSINE_FLOOR, learning_rate
+
+    constant = PretrainConfig(steps=100, lr=1e-3, warmup_steps=10)
+    assert learning_rate(constant, step=0) == pytest.approx(1e-4)
+    assert learning_rate(constant, step=9) == pytest.approx(1e-3)
+    assert learning_rate(constant, step=99) == pytest.approx(1e-3)
+    cosine = PretrainConfig(steps=100, lr=1e-3, lr_schedule=LrSchedule.cosine)
+    assert learning_rate(cosine, step=0) == pytest.approx(1e-3)
+    assert learning_rate(cosine, step=50) == pytest.approx(1e-3 * (1 + COSINE_FLOOR) / 2)
+    assert learning_rate(cosine, step=100) == pytest.approx(1e-3 * COSINE_FLOOR)
+    assert learning_rate(cosine, step=500) == pytest.approx(1e-3 * COSINE_FLOOR)
+    federated = PretrainConfig(steps=10, lr=1e-3, lr_schedule="cosine", lr_decay_steps=40)
+    half = 1e-3 * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * 0.25)))
+    assert learning_rate(federated, step=10) == pytest.approx(half)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("steps=-1", "train.steps"), ("batch_size=0", "train.batch_size"), ("lr=-1", "train.lr"),
+     ("warmup_steps=-5", "train.warmup_steps"), ("ema_decay=1.5", "train.ema_decay")],
+)  # fmt: skip
+def test_wrong_pretraining_values_are_named(override, key):
+    from core.config import PretrainConfig, load_config
+    from core.train.pretrain import check_pretrain_config
+
+    with pytest.raises(ValueError, match=key):
+        check_pretrain_config(load_config(PretrainConfig, overrides=[override]))
+
+
+def test_resumed_trainer_continues_on_the_same_learning_rate_curve(tiny_config):
+    from core.config import PretrainConfig, PretrainRunConfig
+    from core.train.pretrain import Pretrainer
+    from core.views import View
+
+    rng = np.random.default_rng(0)
+    volumes = {View("axial"): [rng.uniform(-1, 1, (1, 8, 32, 32)).astype(np.float16)] * 2}
+    train = PretrainConfig(steps=4, batch_size=1, lr=1e-3, warmup_steps=3, precision="fp32")
+    config = PretrainRunConfig(model=tiny_config, train=train)
+    first = Pretrainer(config=config, volumes=volumes)
+    first.train_step()
+    second = Pretrainer(config=config, volumes=volumes)
+    tensors, meta = first.state()  # copied, as a saved state file would be
+    second.restore(step=first.step, tensors={k: t.clone() for k, t in tensors.items()}, meta=meta)
+    for trainer in (first, second):
+        trainer.train_step()
+    assert second.optimizers[View("axial")].param_groups[0]["lr"] == pytest.approx(2e-3 / 3)
+    a, b = first.backbone_weights(ema=False), second.backbone_weights(ema=False)
+    assert all(torch.equal(a[k], b[k]) for k in a)
