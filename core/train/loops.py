@@ -1,8 +1,8 @@
 """Run-directory training loops: pretraining (logs, checkpoints, resume) and fine-tuning.
 
 A pretraining run directory holds `checkpoint.safetensors` + `checkpoint.json` (EMA backbone
-weights), `state.json` + `state-<step>.safetensors` (everything needed to resume) and
-`log.jsonl` (one record per logged step and view).
+weights), `state.json` + `state-<step>.safetensors` (everything needed to resume),
+`log.jsonl` (one record per logged step and view) and `loss.png` (its per-view curves).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from core.config import FinetuneRunConfig, PretrainRunConfig, to_dict
 from core.model_card import threshold_source, thresholds_entry
 from core.models.loading import model_from_checkpoint
 from core.models.predict import training_thresholds
+from core.reporting.pretrain_plot import write_loss_plot
 from core.train.finetune import finetune
 from core.train.pretrain import Pretrainer, training_volumes
 from core.train.progress import training_progress
@@ -132,6 +133,7 @@ def run_pretraining(
                 _save_all(trainer, run_dir=run_dir, preprocess_key=preprocess_key, info=info or {})
             bar.advance(status=" ".join(f"{v[:3]} {x:.4f}" for v, x in losses.items()))
     checkpoint = _save_all(trainer, run_dir=run_dir, preprocess_key=preprocess_key, info=info or {})
+    write_loss_plot(log_path, run_dir / "loss.png")
     return PretrainResult(
         step=trainer.step,
         losses=losses,

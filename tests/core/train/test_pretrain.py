@@ -57,6 +57,18 @@ def test_pretrain_then_resume_matches_an_uninterrupted_run(knee_cases, tmp_path)
     log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 1, 1, 2, 2, 2]
     assert len(list((tmp_path / "a").glob("state-*.safetensors"))) == 1
+    assert (tmp_path / "a" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_loss_log_reader_and_running_mean(tmp_path):
+    from core.reporting.pretrain_plot import read_loss_log, running_mean, write_loss_plot
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 1, "view": "axial", "loss": 2.0}\n{"torn line\n')
+    assert read_loss_log(log) == {"axial": [(1, 2.0)]}
+    assert running_mean([1.0, 3.0, 5.0, 7.0], window=2).tolist() == [1.0, 2.0, 4.0, 6.0]
+    assert write_loss_plot(tmp_path / "missing.jsonl", tmp_path / "x.png") is None
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_existing_run_needs_resume_and_same_model(knee_cases, tmp_path):
