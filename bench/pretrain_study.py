@@ -9,7 +9,7 @@ fixed timesteps and fixed noise, so that curves are comparable across schedules 
 OUT/pretrain_study.json.
 
     python bench/pretrain_study.py --site SITE --out /tmp/pretrain-study --steps 400 \
-        --schedules 1e-4:constant:0 1e-3:cosine:50 --view sagittal \
+        --schedules 1e-4:constant:0 1e-3:cosine:50 --view sagittal --model \
         "model.backbone.channels=[8,16,32]" model.backbone.norm_num_groups=4 \
         model.backbone.num_head_channels=8 model.heads.view_dim=64
 """
@@ -105,7 +105,9 @@ def main() -> None:
     parser.add_argument("--val-cases", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--schedules", nargs="+", default=["1e-4:constant:0", "1e-3:cosine:50"])
-    parser.add_argument("overrides", nargs="*", help="model.* overrides")
+    parser.add_argument(
+        "--model", dest="overrides", nargs="*", default=[], help="model.* overrides"
+    )
     args = parser.parse_args()
 
     from core.config import PretrainConfig, load_config

@@ -60,6 +60,9 @@ def pretrain(
             f"train.steps={steps}",
             f"train.batch_size={batch}",
             f"train.lr={lr}",
+            # the reproduction's recorded figures used a constant lr (as its federations do)
+            "train.lr_schedule=constant",
+            "train.warmup_steps=0",
             f"train.seed={seed}",
             f"train.log_every={max(1, steps // 20)}",
             f"train.checkpoint_every={max(1, steps // 4)}",

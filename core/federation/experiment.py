@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.config import FinetuneConfig, PretrainConfig, load_config
+from core.config import FinetuneConfig, LrSchedule, PretrainConfig, load_config
 from core.federation.config import AggregationConfig, ServerDPConfig
 from core.precision import refuse_bf16_with_dp
+from core.train.pretrain import check_pretrain_config
 from core.train.privacy import ClientDPConfig
 from core.views import parse_joint
 
@@ -85,6 +86,11 @@ class ExperimentConfig:
                 raise ValueError(
                     f"experiment.{name}: rounds must be >= 0, min_sites >= 1, fraction in (0, 1]"
                 )
+        check_pretrain_config(self.pretrain.train, key="pretrain.train")
+        train = self.pretrain.train
+        if LrSchedule(train.lr_schedule) is LrSchedule.cosine and not train.lr_decay_steps:
+            # the cosine spans the whole federation, not each round's local steps
+            train.lr_decay_steps = max(1, self.pretrain.rounds * train.steps)
         dp = self.client_dp
         private_finetune = dp.enabled and "finetune" in dp.phases and self.finetune.rounds > 0
         if private_finetune and self.finetune.train.mode != "linear":

@@ -1,4 +1,5 @@
-"""Model presets and run configs: `configs/model/<preset>.yaml` + `configs/train/<kind>.yaml`.
+"""Model presets and run configs: `configs/model/<preset>.yaml` + `configs/train/<kind>.yaml`
+(+ `configs/train/<kind>.<preset>.yaml`, a preset's own training defaults, where it exists).
 
 A preset is a name (`tiny`, `paper`) or a path to a YAML file. Overrides are dotted
 `key=value` strings on the run config, e.g. `model.backbone.channels=[8,16]` or `train.lr=1e-3`.
@@ -52,6 +53,11 @@ def load_run_config(
     """A run config (`model` + `train`) from a preset, a train YAML name and overrides."""
     train_path = CONFIGS_DIR / "train" / f"{train}.yaml"
     data = {"model": _yaml(preset_path(preset)), "train": _yaml(train_path)}
+    # A named preset may tune the training defaults for its hardware class (the reference
+    # values in configs/train/<kind>.yaml are for GPU sites): configs/train/<kind>.<preset>.yaml.
+    tuned = CONFIGS_DIR / "train" / f"{train}.{preset}.yaml"
+    if tuned.is_file():
+        data["train"].update(_yaml(tuned))
     config = load_config(schema, data=data, overrides=overrides)
     validate_model_config(config.model)  # type: ignore[attr-defined]
     return config

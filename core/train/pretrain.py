@@ -64,18 +64,19 @@ def learning_rate(train: PretrainConfig, *, step: int) -> float:
     return train.lr * warm * decay
 
 
-def check_pretrain_config(train: PretrainConfig) -> None:
+def check_pretrain_config(train: PretrainConfig, *, key: str = "train") -> None:
     """One line per wrong value, naming it (checked before any data is read)."""
-    if train.steps < 0:
-        raise ValueError(f"train.steps must be >= 0 (0 = the initialisation), got {train.steps}")
-    if train.batch_size < 1:
-        raise ValueError(f"train.batch_size must be >= 1, got {train.batch_size}")
-    if not train.lr > 0:
-        raise ValueError(f"train.lr must be > 0, got {train.lr}")
-    if train.warmup_steps < 0 or train.lr_decay_steps < 0:
-        raise ValueError("train.warmup_steps and train.lr_decay_steps must be >= 0")
-    if not 0 <= train.ema_decay < 1:
-        raise ValueError(f"train.ema_decay must be in [0, 1), got {train.ema_decay}")
+    checks = [
+        (train.steps >= 0, "steps", "must be >= 0 (0 = the initialisation)", train.steps),
+        (train.batch_size >= 1, "batch_size", "must be >= 1", train.batch_size),
+        (train.lr > 0, "lr", "must be > 0", train.lr),
+        (train.warmup_steps >= 0, "warmup_steps", "must be >= 0", train.warmup_steps),
+        (train.lr_decay_steps >= 0, "lr_decay_steps", "must be >= 0", train.lr_decay_steps),
+        (0 <= train.ema_decay < 1, "ema_decay", "must be in [0, 1)", train.ema_decay),
+    ]
+    for ok, name, rule, value in checks:
+        if not ok:
+            raise ValueError(f"{key}.{name} {rule}, got {value}")
 
 
 def input_shape(config: ModelConfig) -> tuple[int, int, int, int]:

@@ -48,3 +48,37 @@ def test_cross_site_needs_evaluation():
         load_experiment(
             CONFIGS / "demo.yaml", overrides=["evaluate.cross_site=true", "evaluate.enabled=false"]
         )
+
+
+def test_cosine_pretraining_decays_over_the_whole_federation():
+    experiment = load_experiment(
+        CONFIGS / "demo.yaml",
+        overrides=[
+            "pretrain.rounds=3",
+            "pretrain.train.steps=5",
+            "pretrain.train.lr_schedule=cosine",
+        ],
+    )
+    assert experiment.pretrain.train.lr_decay_steps == 15
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("pretrain.train.steps=-1", "pretrain.train.steps"),
+     ("pretrain.train.lr=0", "pretrain.train.lr"),
+     ("pretrain.train.lr_schedule=step", "lr_schedule")],
+)  # fmt: skip
+def test_wrong_pretraining_values_are_refused_at_load(override, key):
+    with pytest.raises(ValueError, match=key):
+        load_experiment(CONFIGS / "demo.yaml", overrides=[override])
+
+
+@pytest.mark.parametrize(
+    ("preset", "schedule", "lr"), [("tiny", "cosine", 1e-3), ("paper", "constant", 1e-4)]
+)
+def test_presets_bring_their_own_pretraining_defaults(preset, schedule, lr):
+    from core.config import PretrainRunConfig
+    from core.models.presets import load_run_config
+
+    train = load_run_config(PretrainRunConfig, preset=preset, train="pretrain").train
+    assert (train.lr_schedule, train.lr) == (schedule, lr)
