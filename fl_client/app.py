@@ -2,8 +2,9 @@
 
 Site facts come from the SuperNode's node_config (`site-dir`, optional `state-dir`,
 `site-id`); in the embedded simulation they come from the experiment's site list, indexed by
-Flower's `partition-id`. User-data problems become an error reply naming the site, never a
-crash of the node.
+Flower's `partition-id`. Every exception becomes an error reply naming the site, never a
+crash of the node: user-data problems redacted, anything else as its type name only; the full
+text stays in the site's errors.log.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import re
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,11 @@ from fl_client import records
 log = logging.getLogger("orthofed.client")
 
 # Error codes in replies (Flower reserves small numbers; ours are distinct).
-USER_ERROR = 4100
+USER_ERROR = 4100  # bad site data or settings: the (redacted) message says what to fix
+SITE_FAILURE = 4101  # anything else: only its type leaves the site (the text may hold PHI)
+# A reply's error text is bounded: it travels to the coordinator and into their logs.
+MAX_REASON_CHARS = 500
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError)
 
 
 @dataclass(frozen=True)
@@ -66,19 +72,38 @@ def redact(text: str, *, site_dir: Path) -> str:
 
 
 def _log_locally(facts: SiteFacts, err: Exception) -> None:
-    """The unredacted error, for the site's operator only (`<state dir>/errors.log`)."""
+    """The unredacted error, for the site's operator only (`<state dir>/errors.log`); an
+    unexpected one with its traceback."""
+    text = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {type(err).__name__}: {err}\n"
+    if not isinstance(err, USER_ERRORS):
+        text += "".join(traceback.format_exception(err))
     try:
         facts.state_dir.mkdir(parents=True, exist_ok=True)
         with (facts.state_dir / "errors.log").open("a", encoding="utf-8") as handle:
-            handle.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {type(err).__name__}: {err}\n")
+            handle.write(text)
     except OSError:
         pass
 
 
-def _error_reply(msg: Message, facts: SiteFacts, err: Exception) -> Message:
+def _bounded(text: str) -> str:
+    if len(text) <= MAX_REASON_CHARS:
+        return text
+    return text[: MAX_REASON_CHARS - 3] + "..."
+
+
+def failure(facts: SiteFacts, err: Exception) -> Error:
+    """The error a reply carries. A user error (our own message about the site's data or
+    settings) is sent redacted; the text of any other exception was not written by us and may
+    quote anything (a DICOM element, a patient name), so only its type leaves the site."""
     where = facts.site_id or "site"
-    reason = redact(f"{err}", site_dir=facts.site_dir)
-    return Message(Error(code=USER_ERROR, reason=f"{where}: {reason}"), reply_to=msg)
+    if isinstance(err, USER_ERRORS):
+        reason = f"{where}: {redact(str(err), site_dir=facts.site_dir)}"
+        return Error(code=USER_ERROR, reason=_bounded(reason))
+    reason = (
+        f"{where}: unexpected {type(err).__name__}; the site's operator finds the full "
+        "text in errors.log in the site's state folder"
+    )
+    return Error(code=SITE_FAILURE, reason=_bounded(reason))
 
 
 def handle_query(msg: Message, facts: SiteFacts) -> Message:
@@ -137,13 +162,15 @@ def handle_evaluate(msg: Message, facts: SiteFacts) -> Message:
 
 
 def _guarded(handler, msg: Message, facts: SiteFacts) -> Message:
+    """Every exception a handler raises becomes an error reply (see `failure`), logged in full
+    at the site; none reaches Flower, which would forward its raw text to the server."""
     try:
         return handler(msg, facts)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except Exception as err:  # noqa: BLE001 - by design: nothing unredacted leaves the site
         _log_locally(facts, err)
-        reply = _error_reply(msg, facts, err)
-        log.error("%s (details in %s)", reply.error.reason, facts.state_dir / "errors.log")
-        return reply
+        error = failure(facts, err)
+        log.error("%s (details in %s)", error.reason, facts.state_dir / "errors.log")
+        return Message(error, reply_to=msg)
 
 
 def _register(client: ClientApp, facts_of) -> ClientApp:

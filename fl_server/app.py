@@ -149,6 +149,19 @@ class Federation:
             self.accountant = (
                 GroupPrivacyAccountant.from_dict(saved) if saved else GroupPrivacyAccountant()
             )
+        self.tracker = self._open_tracker()
+
+    def _open_tracker(self):
+        """RUN_DIR/tensorboard/ when `tracking: tensorboard`; a resumed run rebuilds it from
+        history.jsonl, so that every completed round is there exactly once."""
+        from core.tracking import TENSORBOARD_DIR, log_history_record, open_tracker
+
+        tracker = open_tracker(
+            self.experiment.tracking, log_dir=self.run.root / TENSORBOARD_DIR, purge_step=1
+        )
+        for record in self.run.read_history():
+            log_history_record(tracker, record)
+        return tracker
 
     def instruction(self, *, phase: str, round_: int, index: int) -> RecordDict:
         import json
@@ -178,6 +191,13 @@ class Federation:
         return self.state
 
     def run_all(self) -> None:
+        try:
+            self._run_rounds()
+        finally:
+            self.tracker.close()
+
+    def _run_rounds(self) -> None:
+        from core.tracking import log_history_record
         from fl_server.console import final_table, print_round
         from fl_server.rounds import run_evaluate_round, run_train_round
 
@@ -196,6 +216,7 @@ class Federation:
                 record = run_train_round(self, phase=phase, round_=round_, index=index)
             record["wall_s"] = round(time.monotonic() - started, 3)
             self.save(index=index, record=record)
+            log_history_record(self.tracker, record)
             print_round(record, total=len(plan))
         from rich.console import Console
 

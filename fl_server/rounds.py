@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from flwr.app import Message, MessageType
 
+from core.federation.accounting import carry_privacy
 from fl_client import records
 from fl_server.strategy import RoundContext
 
@@ -123,6 +124,8 @@ def run_train_round(fed: Federation, *, phase: str, round_: int, index: int) -> 
 
 
 def _add_privacy(fed: Federation, record: dict, privacy: dict) -> None:
+    """This round's epsilon and DP inputs (site metrics, server `privacy`) carried over the
+    run's earlier ones (`carry_privacy`): every history line holds the cumulative record."""
     site_eps = {s: m["epsilon"] for s, m in record["metrics"].items() if "epsilon" in m}
     site_dp = {}
     for site, m in record["metrics"].items():
@@ -134,15 +137,21 @@ def _add_privacy(fed: Federation, record: dict, privacy: dict) -> None:
                 "delta": float(m["dp_delta"]),
                 "accountant": fed.experiment.client_dp.accountant,
             }
-    if not (privacy or site_eps):
-        return
     group_eps = {g: float(v["epsilon"]) for g, v in privacy.items()}
     group_dp = {
         g: {k: v[k] for k in ("noise_multiplier", "sample_rate", "steps", "delta", "accountant")}
         for g, v in privacy.items()
     }
-    record["epsilon"] = {"sites": site_eps, "groups": group_eps}
-    record["dp"] = {"sites": site_dp, "groups": group_dp}
+    current = {
+        "epsilon": {"sites": site_eps, "groups": group_eps},
+        "dp": {"sites": site_dp, "groups": group_dp},
+    }
+    record.update(carry_privacy(previous=_last_privacy(fed), current=current))
+
+
+def _last_privacy(fed: Federation) -> dict | None:
+    """The run's last history line that carries epsilon (it holds the cumulative values)."""
+    return next((r for r in reversed(fed.run.read_history()) if r.get("epsilon")), None)
 
 
 def run_evaluate_round(fed: Federation, *, round_: int, index: int) -> dict[str, Any]:
@@ -190,6 +199,7 @@ def run_evaluate_round(fed: Federation, *, round_: int, index: int) -> dict[str,
 
         finish_cross_site(fed, record)
     record["weighted"] = weighted_metrics(metrics)
+    _add_privacy(fed, record, {})  # nothing is spent here; the line still says what was
     return record
 
 

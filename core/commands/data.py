@@ -18,6 +18,31 @@ data_app = typer.Typer(
 
 SITE_HELP = "A site folder (one subfolder per case) or its site.yaml manifest."
 JOINT_HELP = "knee, ankle or shoulder: needed only for a folder without site.yaml."
+LAYOUT = "a site folder holds one subfolder per case, named by its case id"
+
+
+def _refuse_one_case(site, *, command: str) -> None:
+    """Exit 2 with one line when the folder given as a site looks like one case."""
+    from core.data.layout import one_case_reason
+
+    if why := one_case_reason(site):
+        fail(
+            f"{site.data_root}: this looks like one case ({why}); point data {command} "
+            f"at the site folder ({LAYOUT})"
+        )
+
+
+def _refuse_no_cases(site) -> None:
+    if not site.case_dirs():
+        fail(f"{site.data_root}: no case folders found ({LAYOUT})", code=1)
+
+
+def _open_site(site_path: Path, *, joint: str | None, command: str):
+    from core.data.manifest import load_site
+
+    site = load_site(site_path, joint=joint)
+    _refuse_one_case(site, command=command)
+    return site
 
 
 @data_app.command("init")
@@ -37,7 +62,7 @@ def init(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing site.yaml."),
 ) -> None:
     """Write site.yaml for a folder of cases (the only command that writes into the site)."""
-    from core.data.manifest import MANIFEST_NAME, SiteManifest, load_site, write_manifest
+    from core.data.manifest import MANIFEST_NAME, Site, SiteManifest, load_site, write_manifest
     from core.views import parse_joint
 
     if not site_dir.is_dir():
@@ -45,12 +70,17 @@ def init(
     target = site_dir / MANIFEST_NAME
     if target.exists() and not force:
         fail(f"{target} exists; pass --force to overwrite it")
+    if not 0.0 <= heldout_fraction < 1.0:
+        fail(f"--heldout-fraction must be in [0, 1), got {heldout_fraction}")
     manifest = SiteManifest(
         joint=parse_joint(joint).value,
         site_id=site_id or site_dir.resolve().name,
         heldout_fraction=heldout_fraction,
         cache_dir=cache_dir,
     )
+    planned = Site(root=site_dir, manifest=manifest)
+    _refuse_no_cases(planned)
+    _refuse_one_case(planned, command="init")
     write_manifest(manifest, target)
     site = load_site(target)
     n = len(site.case_dirs())
@@ -70,9 +100,8 @@ def check(
     Exit 0 when there are no problems, 1 when there are, 2 on usage errors.
     """
     from core.data.check import check_site, format_check_table, problem_lines
-    from core.data.manifest import load_site
 
-    site = load_site(site_path, joint=joint)
+    site = _open_site(site_path, joint=joint, command="check")
     report = check_site(site, config=DataConfig())
     if as_json:
         typer.echo(json.dumps(report, indent=1))
@@ -101,11 +130,11 @@ def prepare(
 ) -> None:
     """Build the site's cache of preprocessed view tensors (a re-run is a no-op)."""
     from core.data.cache import prepare_with_progress
-    from core.data.manifest import load_site
 
     if slices < 1 or size < 8:
         fail("--slices must be >= 1 and --size >= 8")
-    site = load_site(site_path, joint=joint)
+    site = _open_site(site_path, joint=joint, command="prepare")
+    _refuse_no_cases(site)
     config = DataConfig(preprocess=PreprocessConfig(slices=slices, size=size))
     summary = prepare_with_progress(site, config=config)
     for case_id, reason in sorted(summary.skipped.items()):
@@ -114,6 +143,12 @@ def prepare(
         f"cache {summary.cache_root}: {len(summary.prepared)} prepared, "
         f"{len(summary.reused)} unchanged, {len(summary.skipped)} skipped"
     )
+    if not summary.prepared and not summary.reused:
+        fail(
+            f"{site.site_id}: nothing usable found: all {len(summary.skipped)} case folders "
+            f"were skipped; 'orthofed data check {site_path}' lists each problem",
+            code=1,
+        )
 
 
 def register(app: typer.Typer) -> None:

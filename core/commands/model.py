@@ -11,10 +11,12 @@ from pathlib import Path
 import typer
 
 from core.commands.common import user_errors
+from core.tracking import Tracking
 
 SITE_HELP = "The site folder (or its site.yaml)."
 OVERRIDES_HELP = "Config overrides as key=value (e.g. train.lr=1e-3, train.batch_size=2)."
 OVERLAY_CASES = 3  # held-out cases shown with segmentation overlays in report.html
+TRACKING_HELP = "tensorboard: also write TensorBoard event files to OUT/tensorboard/."
 
 
 def _site_cases(site_path: Path, *, model_config):
@@ -43,17 +45,24 @@ def pretrain(
     preset: str = typer.Option(
         "tiny", "--preset", help="Model preset: tiny, paper or a .yaml path."
     ),
-    steps: int | None = typer.Option(None, "--steps", help="Total optimizer steps per view."),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Total optimizer steps per view (0 = the initialisation)."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run saved in --out."),
+    tracking: Tracking = typer.Option(Tracking.none, "--tracking", help=TRACKING_HELP),
     overrides: list[str] | None = typer.Argument(None, help=OVERRIDES_HELP),
 ) -> None:
     """Self-supervised diffusion pretraining of the three view backbones on one site."""
     from core.config import PretrainRunConfig
     from core.models.presets import load_run_config
+    from core.tracking import require_tracking
     from core.train.loops import run_pretraining
+    from core.train.pretrain import check_pretrain_config
 
+    require_tracking(tracking)
     extra = list(overrides or []) + ([f"train.steps={steps}"] if steps is not None else [])
     config = load_run_config(PretrainRunConfig, preset=preset, train="pretrain", overrides=extra)
+    check_pretrain_config(config.train)  # e.g. --steps -1: refused before data is read
     opened, cases, key = _site_cases(site, model_config=config.model)
     result = run_pretraining(
         cases,
@@ -63,6 +72,7 @@ def pretrain(
         resume=resume,
         progress=True,
         info={"joint": opened.joint.value, "site_id": opened.site_id},
+        tracking=tracking,
     )
     losses = ", ".join(f"{v} {x:.4f}" for v, x in result.losses.items())
     typer.echo(f"pretrained to step {result.step} ({losses}): {result.checkpoint}")
@@ -80,14 +90,17 @@ def finetune(
         1.0, "--label-fraction", help="Fraction of labeled cases used."
     ),
     epochs: int | None = typer.Option(None, "--epochs", help="Training epochs."),
+    tracking: Tracking = typer.Option(Tracking.none, "--tracking", help=TRACKING_HELP),
     overrides: list[str] | None = typer.Argument(None, help=OVERRIDES_HELP),
 ) -> None:
     """Fine-tune the task heads (and optionally backbones) of the site's joint."""
     from core.checkpoint import load_checkpoint
     from core.config import to_dict
     from core.models.loading import model_config_of
+    from core.tracking import require_tracking
     from core.train.loops import run_finetuning
 
+    require_tracking(tracking)
     source = load_checkpoint(init)
     extra = [f"train.mode={mode}", f"train.label_fraction={label_fraction}"]
     extra += [f"train.epochs={epochs}"] if epochs is not None else []
@@ -105,6 +118,7 @@ def finetune(
         progress=True,
         info={"site_id": opened.site_id},
         feature_root=_feature_root(opened, model_config=config.model),
+        tracking=tracking,
     )
     best = ", ".join(f"{head} epoch {epoch}" for head, epoch in result.best_epochs.items())
     typer.echo(

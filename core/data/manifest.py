@@ -22,7 +22,7 @@ RESERVED_NAMES = frozenset({"masks", "labels.csv", MANIFEST_NAME, "phantom.json"
 
 @dataclass
 class SiteManifest:
-    joint: str = "knee"
+    joint: str = ""  # knee, ankle or shoulder: required in every site.yaml (no silent default)
     site_id: str = ""
     data_root: str = "."
     labels: str = "labels.csv"
@@ -107,6 +107,10 @@ def load_site(path: str | Path, *, joint: str | None = None) -> Site:
         raise ValueError(f"{p}: no such site folder or manifest")
     if manifest_path.is_file():
         manifest = load_config(SiteManifest, path=manifest_path)
+        if not manifest.joint:
+            raise ValueError(
+                f"{manifest_path}: no joint given; add a line 'joint: knee|ankle|shoulder'"
+            )
         if joint is not None and parse_joint(joint) != parse_joint(manifest.joint):
             raise ValueError(
                 f"{manifest_path}: manifest says joint '{manifest.joint}' "

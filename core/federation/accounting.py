@@ -129,6 +129,33 @@ class GroupPrivacyAccountant:
         return cls.from_dict(data)
 
 
+PRIVACY_FIELDS = ("epsilon", "dp")  # history.jsonl: cumulative spend and accountant inputs
+PRIVACY_SCOPES = ("sites", "groups")  # client DP per site, server DP per weight group
+
+
+def carry_privacy(
+    *, previous: dict[str, Any] | None, current: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The `epsilon` and `dp` fields of a history line, cumulative over the whole run.
+
+    `current` holds what this round reported (`{"epsilon": {"sites": .., "groups": ..}, "dp":
+    ..}`), `previous` the run's last history line. A site or group that reported nothing this
+    round (an evaluate round, a dropout, a refusal) keeps its last values, so every line, the
+    last one included, says what was spent so far. `{}` while nothing has spent budget."""
+    merged = {
+        field: {
+            scope: {
+                **(((previous or {}).get(field) or {}).get(scope) or {}),
+                **(((current or {}).get(field) or {}).get(scope) or {}),
+            }
+            for scope in PRIVACY_SCOPES
+        }
+        for field in PRIVACY_FIELDS
+    }
+    spent = any(merged["epsilon"][scope] for scope in PRIVACY_SCOPES)
+    return merged if spent else {}
+
+
 def _parse_history(group: str, entries: object) -> list[tuple[float, float, int]]:
     if not isinstance(entries, list):
         raise ValueError(f"privacy accountant state of {group!r} must be a list of entries")

@@ -12,6 +12,7 @@ from pathlib import Path
 from core.config import FinetuneConfig, LrSchedule, PretrainConfig, load_config
 from core.federation.config import AggregationConfig, ServerDPConfig
 from core.precision import refuse_bf16_with_dp
+from core.tracking import Tracking
 from core.train.pretrain import check_pretrain_config
 from core.train.privacy import ClientDPConfig
 from core.views import parse_joint
@@ -75,6 +76,9 @@ class ExperimentConfig:
     server_dp: ServerDPConfig = field(default_factory=ServerDPConfig)
     # Sample-level DP-SGD at every site (Opacus), with each site's persistent budget.
     client_dp: ClientDPConfig = field(default_factory=ClientDPConfig)
+    # Round metrics as TensorBoard event files in RUN_DIR/tensorboard/ (core/tracking.py);
+    # `tensorboard` needs the optional extra: pip install 'orthofed[tracking]'.
+    tracking: Tracking = Tracking.none
 
     def __post_init__(self) -> None:
         self.joints = [parse_joint(j).value for j in self.joints]

@@ -9,7 +9,7 @@ labels (or, for the knee, a mask); `label_fraction` keeps a stratified subset of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,8 @@ from core.train.subsets import stratified_subset
 from core.train.validation import Validation, validation_split
 
 MODES = ("linear", "partial", "full")
+# Called after each epoch with keywords epoch (1-based), loss, validation ({head: loss}).
+EpochCallback = Callable[..., None]
 
 
 @dataclass
@@ -146,12 +148,14 @@ def finetune(
     progress: bool = False,
     subset_seed: int | None = None,
     feature_root: Path | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> FinetuneResult:
     """Train `model` in place on the selected training cases for up to `config.epochs` epochs.
 
     A validation split carved from those cases (`val_fraction`) picks each head's best epoch
     and stops training after `patience` epochs without improvement. In `linear` mode the
     frozen features come from a `FeatureCache` (on disk under `feature_root` when given).
+    `on_epoch` receives each epoch's losses (see EpochCallback), e.g. for TensorBoard.
     """
     if config.epochs < 1 or config.batch_size < 1:
         raise ValueError("train.epochs and train.batch_size must be >= 1")
@@ -181,6 +185,7 @@ def finetune(
             result=result,
             progress=progress,
             validation=validation,
+            on_epoch=on_epoch,
         )
         validation.restore_best()
         result.best_epochs = validation.best_epochs()
@@ -202,6 +207,7 @@ def _train_epochs(
     result: FinetuneResult,
     progress: bool,
     validation: Validation,
+    on_epoch: EpochCallback | None = None,
 ) -> None:
     generator = torch.Generator().manual_seed(config.seed)
     precision = resolve_precision(config.precision, conv_shapes=conv_shapes(model.config))
@@ -220,6 +226,8 @@ def _train_epochs(
             )
             result.epoch_losses.append(loss)
             stalled = validation.after_epoch()
+            if on_epoch is not None:
+                on_epoch(epoch=validation.epoch, loss=loss, validation=dict(validation.last))
             bar.advance(status=f"loss {loss:.4f}{validation.status()}")
             if stalled >= config.patience > 0:
                 break

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from core.checkpoint import save_checkpoint
@@ -19,6 +20,13 @@ from core.model_card import threshold_source, thresholds_entry
 from core.models.loading import model_from_checkpoint
 from core.models.predict import training_thresholds
 from core.reporting.pretrain_plot import write_loss_plot
+from core.tracking import (
+    TENSORBOARD_DIR,
+    Tracking,
+    log_finetune_epoch,
+    log_pretrain_step,
+    open_tracker,
+)
 from core.train.finetune import finetune
 from core.train.pretrain import Pretrainer, training_volumes
 from core.train.progress import training_progress
@@ -102,11 +110,13 @@ def run_pretraining(
     resume: bool = False,
     progress: bool = False,
     info: dict | None = None,
+    tracking: Tracking | str = Tracking.none,
 ) -> PretrainResult:
     """Pretrain every view backbone up to `config.train.steps` steps (continuing a saved run).
 
     Uses every non-held-out case, labeled or not; held-out cases are never trained on.
-    `info` (e.g. site id, joint) is added to the checkpoint manifest.
+    `info` (e.g. site id, joint) is added to the checkpoint manifest. With `tracking`
+    tensorboard, the logged steps also go to `run_dir/tensorboard/` (core/tracking.py).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -114,9 +124,15 @@ def run_pretraining(
     _start(trainer, run_dir=run_dir, resume=resume)
     train, log_path, losses = config.train, run_dir / LOG_NAME, {}
     checkpoint = run_dir / CHECKPOINT_NAME
-    with training_progress(
-        title="pretrain", total=train.steps, done=trainer.step, enabled=progress
-    ) as bar:
+    with (
+        training_progress(
+            title="pretrain", total=train.steps, done=trainer.step, enabled=progress
+        ) as bar,
+        # points logged after the saved state we resume from are replaced, not duplicated
+        open_tracker(
+            tracking, log_dir=run_dir / TENSORBOARD_DIR, purge_step=trainer.step + 1
+        ) as tracker,
+    ):
         while trainer.step < train.steps:
             started = time.perf_counter()
             losses = {v.value: loss for v, loss in trainer.train_step().items()}
@@ -129,6 +145,9 @@ def run_pretraining(
                         for v, loss in losses.items()
                     ],
                 )
+                log_pretrain_step(
+                    tracker, step=trainer.step, losses=losses, seconds=seconds, lr=_lr(trainer)
+                )
             if trainer.step % train.checkpoint_every == 0 and trainer.step < train.steps:
                 _save_all(trainer, run_dir=run_dir, preprocess_key=preprocess_key, info=info or {})
             bar.advance(status=" ".join(f"{v[:3]} {x:.4f}" for v, x in losses.items()))
@@ -140,6 +159,13 @@ def run_pretraining(
         checkpoint=checkpoint,
         num_examples={v.value: len(a) for v, a in trainer.volumes.items() if a},
     )
+
+
+def _lr(trainer: Pretrainer) -> float | None:
+    """The learning rate of the step just taken (every view's optimizer shares it)."""
+    for optimizer in trainer.optimizers.values():
+        return float(optimizer.param_groups[0]["lr"])
+    return None
 
 
 @dataclass
@@ -161,18 +187,27 @@ def run_finetuning(
     progress: bool = False,
     info: dict | None = None,
     feature_root: Path | None = None,
+    tracking: Tracking | str = Tracking.none,
 ) -> FinetuneRunResult:
     """Fine-tune the model in checkpoint `init` for `joint`; write `run_dir/checkpoint.*`.
 
     The architecture comes from `init`'s manifest (`config.model` is replaced by it); heads
     that `init` lacks are initialised from `config.train.seed`. Frozen-backbone features are
-    cached under `feature_root` (the site's cache dir) when given.
+    cached under `feature_root` (the site's cache dir) when given. With `tracking`
+    tensorboard, epoch losses go to `run_dir/tensorboard/` (a re-run replaces them).
     """
     model, source = model_from_checkpoint(init, joint=joint, seed=config.train.seed)
     config.model = model.config
-    result = finetune(
-        model, cases, config=config.train, progress=progress, feature_root=feature_root
-    )
+    log_dir = Path(run_dir) / TENSORBOARD_DIR
+    with open_tracker(tracking, log_dir=log_dir, purge_step=1) as tracker:
+        result = finetune(
+            model,
+            cases,
+            config=config.train,
+            progress=progress,
+            feature_root=feature_root,
+            on_epoch=partial(log_finetune_epoch, tracker),
+        )
     trained = [f"head.{model.joint.value}.cls"]
     if model.seg_head is not None:
         trained.append(f"head.{model.joint.value}.seg")

@@ -126,3 +126,98 @@ def test_error_texts_leave_the_site_without_case_ids_or_paths(tmp_path):
     facts = SiteFacts(site_dir=site, state_dir=tmp_path / "state", site_id="knee-e")
     _log_locally(facts, err)
     assert "MRN4471923-1" in (tmp_path / "state" / "errors.log").read_text()  # kept at the site
+
+
+def _train_message(*, site_dir: Path, state_dir: Path):
+    """A train instruction as a SuperNode receives it (real Flower records and metadata) and
+    the Context the deployed ClientApp gets, so the test needs no running federation."""
+    import time
+
+    from flwr.app import Context, Message, Metadata, RecordDict
+
+    from fl_client import records
+
+    content = records.build_instruction(
+        arrays={},
+        phase="pretrain",
+        round_=1,
+        index=0,
+        seed=3,
+        params={"model": "{}", "train": "{}"},
+    )
+    metadata = Metadata(
+        run_id=7,
+        message_id="m1",
+        src_node_id=1,
+        dst_node_id=2,
+        reply_to_message_id="",
+        group_id="1",
+        created_at=time.time(),
+        ttl=600.0,
+        message_type="train",
+    )
+    node_config = {"site-dir": str(site_dir), "state-dir": str(state_dir), "site-id": "knee-x"}
+    context = Context(
+        run_id=7, node_id=2, node_config=node_config, state=RecordDict(), run_config={}
+    )
+    return Message(content, metadata=metadata), context
+
+
+def test_any_exception_from_training_leaves_the_site_redacted_and_bounded(tmp_path, monkeypatch):
+    import core.train.site_round
+    from fl_client import app
+
+    site = make_site(
+        tmp_path / "knee-x",
+        joint="knee",
+        site_id="knee-x",
+        seed=14,
+        case_prefix="MRN4471923-",
+        n_cases=2,
+    )
+    case_path = site.resolve() / "MRN4471923-1" / "s0" / "IM0001.dcm"
+    full = f"cannot decode {case_path} of Zyxwort^Quilliam (MRN4471923-1) " + "x" * 5000
+
+    def train_round(**_):
+        raise RuntimeError(full)
+
+    monkeypatch.setattr(core.train.site_round, "train_round", train_round)
+    msg, context = _train_message(site_dir=site, state_dir=tmp_path / "state")
+    reply = app.app(msg, context)  # the deployed ClientApp, as a SuperNode calls it
+    assert reply.has_error() and not reply.has_content()
+    reason = reply.error.reason
+    assert reply.error.code == app.SITE_FAILURE
+    assert reason.startswith("knee-x: ") and "RuntimeError" in reason and "errors.log" in reason
+    assert len(reason) <= app.MAX_REASON_CHARS
+    assert [n for n in NEEDLES if n in reason] == []
+    assert str(tmp_path) not in reason and "IM0001" not in reason
+    log = (tmp_path / "state" / "errors.log").read_text()
+    assert full in log and "Traceback" in log  # in full, for the site's operator only
+
+
+def test_user_errors_keep_their_redacted_text_within_the_bound(tmp_path, monkeypatch):
+    import core.train.site_round
+    from fl_client import app
+
+    site = make_site(
+        tmp_path / "knee-y",
+        joint="knee",
+        site_id="knee-y",
+        seed=15,
+        case_prefix="MRN4471923-",
+        n_cases=2,
+    )
+    text = f"{site.resolve()}/MRN4471923-0: labels.csv row has 7 labels; " + "y" * 5000
+
+    def train_round(**_):
+        raise ValueError(text)
+
+    monkeypatch.setattr(core.train.site_round, "train_round", train_round)
+    msg, context = _train_message(site_dir=site, state_dir=tmp_path / "state")
+    reply = app.app(msg, context)
+    reason = reply.error.reason
+    assert reply.error.code == app.USER_ERROR
+    assert reason.startswith("knee-x: <site>/<case>: labels.csv row has 7 labels; yyy")
+    assert len(reason) <= app.MAX_REASON_CHARS and reason.endswith("...")
+    assert [n for n in NEEDLES if n in reason] == [] and str(tmp_path) not in reason
+    assert "MRN4471923-0" in (tmp_path / "state" / "errors.log").read_text()

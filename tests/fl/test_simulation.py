@@ -59,7 +59,7 @@ def _final_weights(run_dir: Path) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, fed_sites):
     root = tmp_path_factory.mktemp("run")
-    exp = write_experiment(root / "exp.yaml", sites=fed_sites)
+    exp = write_experiment(root / "exp.yaml", sites=fed_sites, extra="tracking: tensorboard")
     result = _federate(exp, root / "run")
     assert result.returncode == 0, result.stderr[-3000:]
     return exp, root / "run"
@@ -90,6 +90,28 @@ def test_history_contract_and_per_group_participation(finished_run):
     assert set(metrics["sites"]) == {"knee-a", "knee-b", "ankle-c"}
     report = (run_dir / "report.html").read_text()  # written by the server at the end
     assert all(site in report for site in ("knee-a", "knee-b", "ankle-c"))
+
+
+def _tensorboard_steps(run_dir: Path) -> dict[str, list[int]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_round_metrics_in_tensorboard(finished_run):
+    # `tracking: tensorboard`: one point per round (step = history index), per site and view
+    _, run_dir = finished_run
+    steps = _tensorboard_steps(run_dir)
+    assert steps["round/bytes_up"] == steps["round/seconds"] == [1, 2, 3, 4]
+    for site in ("knee-a", "knee-b", "ankle-c"):
+        assert steps[f"pretrain/loss/sagittal/{site}"] == [1, 2]
+        assert steps[f"round/compute_s/{site}"] == [1, 2, 3, 4]
+    assert steps["pretrain/loss/axial/mean"] == [1, 2]
+    assert steps["finetune/loss/mean"] == [3]
+    assert steps["groups/backbone.sagittal/examples"] == [1, 2]
+    assert any(tag.startswith("evaluate/") and tag.endswith("/weighted") for tag in steps)
 
 
 def test_group_nobody_sent_keeps_its_value(finished_run):
@@ -139,6 +161,8 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, finished_run):
     assert [(r["phase"], r["round"]) for r in _history(run_dir)] == [
         (r["phase"], r["round"]) for r in _history(reference)
     ]
+    # the resumed run's event log holds every round once (rebuilt from history.jsonl)
+    assert _tensorboard_steps(run_dir)["round/bytes_up"] == [1, 2, 3, 4]
     ours, theirs = _final_weights(run_dir), _final_weights(reference)
     assert list(ours) == list(theirs)
     for key in theirs:
@@ -235,3 +259,35 @@ def test_global_checkpoint_evaluates_like_a_local_one(finished_run, fed_sites, t
     assert sum(card["training"]["rounds"].values()) == len(history)
     assert set(card["training"]["sites"]) == {s for r in history for s in r["sampled"]}
     assert "training cases of site" in card["thresholds"]["knee"]["source"]
+
+
+def test_evaluate_line_of_a_dp_run_carries_the_cumulative_epsilon(tmp_path):
+    """The record-building step of every round (no federation needed): an evaluate line, which
+    spends nothing, still says what the run spent (README: every history line carries it)."""
+    from types import SimpleNamespace
+
+    from core.federation.rundir import RunDir
+    from fl_server.rounds import _add_privacy
+
+    run = RunDir(tmp_path / "run")
+    fed = SimpleNamespace(
+        run=run, experiment=SimpleNamespace(client_dp=SimpleNamespace(accountant="rdp"))
+    )
+    dp_metrics = {"dp_noise_multiplier": 1.2, "dp_sample_rate": 0.11, "dp_steps": 48}
+    train = {"phase": "finetune", "index": 4, "metrics": {
+        "knee-a": {"epsilon": 8.1, **dp_metrics, "dp_delta": 1e-5},
+        "ankle-c": {"epsilon": 7.9, **dp_metrics, "dp_delta": 1e-5},
+    }}  # fmt: skip
+    group = {"epsilon": 0.5, "noise_multiplier": 0.001, "sample_rate": 1.0, "steps": 4}
+    _add_privacy(fed, train, {"head.knee.cls": {**group, "delta": 1e-5, "accountant": "rdp"}})
+    run.append_history(train)
+    evaluate = {"phase": "evaluate", "index": 5, "metrics": {"knee-a": {"auc": 0.6}}}
+    _add_privacy(fed, evaluate, {})
+    assert evaluate["epsilon"] == {
+        "sites": {"knee-a": 8.1, "ankle-c": 7.9},
+        "groups": {"head.knee.cls": 0.5},
+    }
+    assert evaluate["dp"] == train["dp"] and evaluate["dp"]["sites"]["knee-a"]["steps"] == 48
+    plain = {"phase": "evaluate", "index": 1, "metrics": {"knee-a": {"auc": 0.6}}}
+    _add_privacy(SimpleNamespace(run=RunDir(tmp_path / "plain")), plain, {})
+    assert "epsilon" not in plain and "dp" not in plain  # DP off: no privacy fields

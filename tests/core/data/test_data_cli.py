@@ -80,3 +80,49 @@ def test_init_then_prepare_is_a_noop_the_second_time(tmp_path):
     assert first.exit_code == 0 and "2 prepared" in first.output
     second = _run("data", "prepare", str(site), "--slices", "8", "--size", "16")
     assert second.exit_code == 0 and "0 prepared, 2 unchanged" in second.output
+
+
+def _one_line_error(result) -> str:
+    assert "Traceback" not in result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("error:")]
+    return line
+
+
+def test_check_refuses_one_case_folder(tmp_path):
+    site = _site(tmp_path / "s", labels="case-0,1,0,0,1\n")
+    result = _run("data", "check", str(site / "case-0"), "--joint", "ankle")
+    assert result.exit_code == 2, result.output
+    line = _one_line_error(result)
+    assert "looks like one case" in line and "point data check at the site folder" in line
+    factory.write_series(tmp_path / "flat", view="sagittal", n_slices=10)  # images at its top
+    result = _run("data", "prepare", str(tmp_path / "flat"), "--joint", "knee")
+    assert result.exit_code == 2 and "looks like one case" in _one_line_error(result)
+    assert not (tmp_path / "flat" / "site.yaml").exists()
+
+
+def test_init_refuses_a_folder_without_case_folders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = _run("data", "init", str(tmp_path / "empty"), "--joint", "knee")
+    assert result.exit_code == 1 and "no case folders found" in _one_line_error(result)
+    assert list((tmp_path / "empty").iterdir()) == []  # nothing written
+    site = _site(tmp_path / "s", labels="")
+    result = _run("data", "init", str(site / "case-1"), "--joint", "ankle")
+    assert result.exit_code == 2 and "point data init at the site folder" in result.output
+    assert not (site / "case-1" / "site.yaml").exists()
+    result = _run("data", "init", str(site), "--joint", "ankle")
+    assert result.exit_code == 0 and "joint: ankle" in (site / "site.yaml").read_text()
+
+
+def test_prepare_on_junk_exits_1(tmp_path):
+    junk = tmp_path / "junk"
+    for c in range(2):
+        factory.write_garbage(junk / f"case-{c}" / "IM0001.dcm", seed=c)
+    (junk / "case-2").mkdir()
+    (junk / "case-2" / "notes.txt").write_text("not an image")
+    args = ["--joint", "knee", "--slices", "8", "--size", "16"]
+    result = _run("data", "prepare", str(junk), *args)
+    assert result.exit_code == 1, result.output
+    assert "nothing usable found" in _one_line_error(result)
+    (tmp_path / "none").mkdir()
+    result = _run("data", "prepare", str(tmp_path / "none"), *args)
+    assert result.exit_code == 1 and "no case folders found" in _one_line_error(result)

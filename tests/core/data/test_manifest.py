@@ -30,3 +30,13 @@ def test_folder_without_manifest_needs_joint(tmp_path):
     with pytest.raises(ValueError, match="--joint"):
         load_site(tmp_path)
     assert load_site(tmp_path, joint="shoulder").joint.value == "shoulder"
+
+
+@pytest.mark.parametrize("text", ["site_id: s1\n", "joint: ''\nsite_id: s1\n", ""])
+def test_manifest_without_joint_is_refused(tmp_path, text):
+    (tmp_path / "site.yaml").write_text(text)
+    with pytest.raises(ValueError) as err:
+        load_site(tmp_path, joint="ankle")  # --joint does not stand in for the manifest
+    message = str(err.value)
+    assert "\n" not in message and str(tmp_path / "site.yaml") in message
+    assert "joint: knee|ankle|shoulder" in message

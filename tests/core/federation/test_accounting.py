@@ -108,3 +108,26 @@ def test_step_validates_inputs(sigma, rate):
 def test_inputs_of_unaccounted_group_is_an_error():
     with pytest.raises(ValueError, match="head.knee.cls"):
         GroupPrivacyAccountant().inputs(group="head.knee.cls", delta=DELTA)
+
+
+def _line(sites: dict, groups: dict) -> dict:
+    dp = {"noise_multiplier": 1.2, "sample_rate": 0.1, "steps": 8, "delta": 1e-5}
+    return {
+        "epsilon": {"sites": sites, "groups": groups},
+        "dp": {"sites": {s: dp for s in sites}, "groups": {g: dp for g in groups}},
+    }
+
+
+def test_every_history_line_carries_the_cumulative_privacy_record():
+    from core.federation.accounting import carry_privacy
+
+    first = carry_privacy(previous=None, current=_line({"a": 1.0, "b": 1.5}, {"head.knee.cls": 9}))
+    # a round where only site a trained, then an evaluate round where nobody spent anything
+    second = carry_privacy(previous=first, current=_line({"a": 2.0}, {}))
+    evaluate = carry_privacy(previous=second, current=None)
+    assert evaluate == second
+    assert evaluate["epsilon"] == {"sites": {"a": 2.0, "b": 1.5}, "groups": {"head.knee.cls": 9}}
+    assert set(evaluate["dp"]["sites"]) == {"a", "b"}
+    assert set(evaluate["dp"]["groups"]) == {"head.knee.cls"}
+    assert carry_privacy(previous=None, current=None) == {}  # DP off: no privacy fields
+    assert carry_privacy(previous={"phase": "pretrain"}, current=_line({}, {})) == {}

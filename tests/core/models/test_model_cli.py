@@ -156,3 +156,20 @@ def test_user_errors_are_one_line(app, tmp_path):
         ],
     )
     assert result.exit_code == 2 and "not found" in result.output
+
+
+def test_negative_steps_are_refused_before_anything_is_read_or_written(app, tmp_path, monkeypatch):
+    cli, site = app
+
+    def no_reading(*_args, **_kwargs):
+        raise AssertionError("the site was read")
+
+    monkeypatch.setattr(model_commands, "_site_cases", no_reading)
+    out = tmp_path / "pre"
+    args = ["pretrain", "--site", str(site), "--out", str(out), "--steps", "-1", *TINY]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert (
+        result.output.strip() == "error: train.steps must be >= 0 (0 = the initialisation), got -1"
+    )
+    assert not out.exists()
