@@ -102,6 +102,14 @@ def load_config(
         raise ValueError(f"{source}: cannot read configuration: {err}") from None
 
 
+def check_ranges(checks: list[tuple[bool, str, str, Any]], *, key: str) -> None:
+    """Refuse the first failed (ok, name, rule, value) check in one line naming that value,
+    e.g. `train.lr must be > 0, got -1.0` (never one line for several values)."""
+    for ok, name, rule, value in checks:
+        if not ok:
+            raise ValueError(f"{key}.{name} {rule}, got {value}")
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """Plain-dict view of a config dataclass (for manifests and JSON)."""
     container = OmegaConf.to_container(OmegaConf.structured(config), resolve=True, enum_to_str=True)

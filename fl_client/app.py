@@ -126,6 +126,7 @@ def handle_train(msg: Message, facts: SiteFacts) -> Message:
         phase=str(config[records.PHASE]),
         index=int(config[records.INDEX]),
         seed=int(config[records.SEED]),
+        run_key=str(config.get(records.RUN_KEY, "")),
         model_json=json.loads(str(params["model"])),
         train_json=json.loads(str(params["train"])),
         global_arrays=records.record_to_arrays(msg.content[records.ARRAYS]),

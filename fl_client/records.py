@@ -24,6 +24,9 @@ PHASE = "phase"
 ROUND = "round"
 INDEX = "index"
 SEED = "seed"
+# The federation run's key (RUN_DIR/run.json): sites keep state between rounds under it, so
+# that a state dir outliving one federation never restores another's state.
+RUN_KEY = "run-key"
 PARAMS = "params"  # prefix: "params.<name>" carries one scalar hyper-parameter
 
 # MetricRecord keys sent by a site
@@ -74,9 +77,19 @@ def build_instruction(
     index: int,
     seed: int,
     params: Mapping[str, Any],
+    run_key: str = "",
 ) -> RecordDict:
+    """A training/evaluation instruction (`run_key` may be empty only where the site keeps
+    no state between rounds: local-only training, evaluation)."""
     config = ConfigRecord(
-        {PHASE: phase, ROUND: round_, INDEX: index, SEED: seed, **flatten_params(params)}
+        {
+            PHASE: phase,
+            ROUND: round_,
+            INDEX: index,
+            SEED: seed,
+            RUN_KEY: run_key,
+            **flatten_params(params),
+        }
     )
     return RecordDict({ARRAYS: arrays_to_record(arrays), CONFIG: config})
 
@@ -105,8 +118,11 @@ def build_reply(
     )
 
 
-def parse_reply(content: RecordDict) -> dict[str, Any]:
-    """Reply -> {"site_id", "arrays", "examples": {group: n}, "metrics": {...}, "refused"}."""
+def parse_reply(content: RecordDict, *, with_arrays: bool = True) -> dict[str, Any]:
+    """Reply -> {"site_id", "arrays", "examples": {group: n}, "metrics": {...}, "refused"}.
+
+    `with_arrays=False` leaves "arrays" empty (the caller reads `content[ARRAYS]` itself).
+    """
     if STATUS not in content or METRICS not in content:
         raise ValueError("malformed reply: missing status or metrics record")
     status = content[STATUS]
@@ -121,7 +137,7 @@ def parse_reply(content: RecordDict) -> dict[str, Any]:
         for key, value in metrics.items()
         if not key.startswith(EXAMPLES_PREFIX) and key != NUM_EXAMPLES
     }
-    arrays = record_to_arrays(content[ARRAYS]) if ARRAYS in content else {}
+    arrays = record_to_arrays(content[ARRAYS]) if with_arrays and ARRAYS in content else {}
     return {
         "site_id": str(status.get(SITE_ID, "")),
         "arrays": arrays,

@@ -1,7 +1,7 @@
 """The ServerApp: phases (pretrain -> finetune -> evaluate), resume, dropout tolerance.
 
 Flower has no checkpoint/resume and numbers rounds from 1, so the round loop lives here:
-each round is sent with `grid.send_and_receive`, aggregated by `PerGroupFedAvg`, and
+each round's replies are streamed to disk as they arrive, aggregated per group, and
 persisted by `core.federation.rundir.RunDir` before the next one starts. Sampling and DP
 noise are seeded from (experiment seed, round index), so a resumed run redoes exactly what
 an uninterrupted one would have done.
@@ -20,9 +20,9 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from core.federation.experiment import ExperimentConfig, load_experiment
+from core.federation.run_record import check_run, read_record, resolved_config, write_record
 from core.federation.rundir import RunDir
 from fl_client import records
-from fl_server.strategy import PerGroupFedAvg
 
 log = logging.getLogger("orthofed.server")
 
@@ -128,11 +128,14 @@ class Federation:
         self.start_index = 0
         self.accountant = None
         server_state: dict[str, Any] = {}
+        # before anything is changed: a new run needs an empty folder, a resumed one the
+        # configuration it started with (RUN_DIR/run.json); its key names the sites' state
+        self.record = check_run(
+            self.run,
+            config=resolved_config(self.experiment, model_config=self.model_config),
+            resume=settings.resume,
+        )
         point = self.run.resume_point() if settings.resume else None
-        if not settings.resume and self.run.exists():
-            raise ValueError(
-                f"{self.run.root} already holds a run; pass --resume or another --run-dir"
-            )
         if point is not None:
             self.state, self.start_index, server_state = (
                 point.state,
@@ -149,6 +152,8 @@ class Federation:
             self.accountant = (
                 GroupPrivacyAccountant.from_dict(saved) if saved else GroupPrivacyAccountant()
             )
+        if read_record(self.run.root) is None:  # a new run (or one from before run records)
+            write_record(self.run.root, self.record)
         self.tracker = self._open_tracker()
 
     def _open_tracker(self):
@@ -183,6 +188,7 @@ class Federation:
             index=index,
             seed=self.experiment.seed,
             params=params,
+            run_key=self.record.run_key,
         )
 
     def _arrays_for(self, phase: str) -> dict[str, np.ndarray]:
@@ -271,17 +277,6 @@ def write_report_safely(run_dir: Path) -> Path | None:
 def run_federation(grid: Grid, settings: ServerSettings) -> None:
     """Run (or resume) every round of the experiment's phases."""
     Federation(grid, settings).run_all()
-
-
-def make_strategy(federation: Federation) -> PerGroupFedAvg:
-    exp = federation.experiment
-    return PerGroupFedAvg(
-        aggregation=exp.aggregation,
-        server_dp=exp.server_dp,
-        accountant=federation.accountant,
-        min_train_nodes=1,
-        min_available_nodes=1,
-    )
 
 
 __all__ = ["app", "make_server_app", "run_federation", "ServerSettings", "ConfigRecord"]

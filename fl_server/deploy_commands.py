@@ -74,7 +74,11 @@ def superlink(
         "--auth/--no-auth",
         help="Only SuperNodes whose public key was registered ('orthofed register') may join.",
     ),
-    host: str = typer.Option("0.0.0.0", "--host", help="Interface to listen on."),
+    host: str | None = typer.Option(
+        None,
+        "--host",
+        help="Interface to listen on (default: all with TLS, 127.0.0.1 with --insecure).",
+    ),
     port: int = typer.Option(
         deploy.DEFAULT_SUPERLINK_PORT, "--port", help="HTTPS port (Fleet, Control, Runtime APIs)."
     ),
@@ -83,6 +87,11 @@ def superlink(
     ),
 ) -> None:
     """Start the coordinator's Flower SuperLink (TLS, SuperNode authentication, no installs)."""
+    if insecure and certs_dir is not None:
+        fail(
+            f"--certs {certs_dir} and --insecure conflict (TLS or plaintext): drop --insecure "
+            "to serve TLS with those certificates, or drop --certs for a plaintext test link"
+        )
     if insecure:
         typer.secho(
             "warning: --insecure: plaintext, no SuperNode authentication", fg="yellow", err=True
@@ -91,7 +100,8 @@ def superlink(
         certs=certs_dir,
         insecure=insecure,
         supernode_auth=auth and not insecure,
-        host=host,
+        # plaintext stays on this machine unless --host says otherwise
+        host=host or ("127.0.0.1" if insecure else "0.0.0.0"),
         port=port,
         database=database,
     )
@@ -180,13 +190,16 @@ def submit(
     that machine (or use paths valid there). Exit 0 only if the run finished:completed.
     """
     from core.federation.experiment import load_experiment
+    from core.federation.model_state import model_config_for
+    from core.federation.run_record import check_run, resolved_config
     from core.federation.rundir import RunDir
 
     overrides = list(overrides or [])
     experiment = load_experiment(config, overrides=overrides)
     target = run_dir or Path("runs") / experiment.name
-    if not resume and RunDir(target).exists():
-        fail(f"{target} already holds a run: pass --resume to continue it, or another --run-dir")
+    # before anything is submitted (the ServerApp checks again where the run dir lives)
+    resolved = resolved_config(experiment, model_config=model_config_for(experiment))
+    check_run(RunDir(target), config=resolved, resume=resume)
     deploy_submit.write_connection(
         address=superlink_address, root_certificates=root_certificates, insecure=insecure
     )

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from flwr.app import Message, MessageType
 
 from core.federation.accounting import carry_privacy
+from core.federation.spool import UpdateSpool
 from fl_client import records
-from fl_server.strategy import RoundContext
+from fl_server.strategy import aggregate_collected, collect_replies
 
 if TYPE_CHECKING:
     from fl_server.app import Federation
 
 log = logging.getLogger("orthofed.server")
+
+# Seconds between sweeps over the replies still pending (Flower's own grids: 0.1 in
+# simulation, 3 in deployment; a grid's `pull_interval`, where it has one, wins).
+PULL_INTERVAL_S = 0.5
 
 
 def _select(
@@ -35,6 +42,37 @@ def _select(
     return chosen, len(chosen) / max(1, len(live))
 
 
+def _push(
+    fed: Federation,
+    *,
+    chosen: list[int],
+    content,
+    message_type: str,
+    per_node: dict | None = None,
+) -> tuple[list[str], int]:
+    """Push `content` (or `per_node[node]` where given) to every chosen node; ids and bytes."""
+    contents = {n: (per_node or {}).get(n, content) for n in chosen}
+    msgs = [Message(contents[n], dst_node_id=n, message_type=message_type) for n in chosen]
+    bytes_down = sum(records.record_bytes(c) for c in contents.values())
+    return list(fed.grid.push_messages(msgs)), bytes_down
+
+
+def stream_replies(grid, message_ids: list[str], *, timeout_s: float) -> Iterator[Message]:
+    """Each reply as soon as it is there (pulled one id at a time, so only the reply being
+    handled is in this process), until all have come or `timeout_s` has passed."""
+    pending = list(message_ids)
+    interval = float(getattr(grid, "pull_interval", PULL_INTERVAL_S))
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        for message_id in list(pending):
+            for reply in grid.pull_messages([message_id]):
+                pending.remove(message_id)
+                yield reply
+        if not pending or time.monotonic() >= deadline:
+            return
+        time.sleep(interval)
+
+
 def _send(
     fed: Federation,
     *,
@@ -44,12 +82,12 @@ def _send(
     timeout_s: float,
     per_node: dict | None = None,
 ):
-    """Send `content` (or `per_node[node]` where given) to every chosen node and wait."""
-    contents = {n: (per_node or {}).get(n, content) for n in chosen}
-    msgs = [Message(contents[n], dst_node_id=n, message_type=message_type) for n in chosen]
-    bytes_down = sum(records.record_bytes(c) for c in contents.values())
-    replies = list(fed.grid.send_and_receive(msgs, timeout=timeout_s))
-    return replies, bytes_down
+    """Send to every chosen node and wait for all replies (small replies: metrics, models
+    of the local-only round); training rounds stream theirs instead."""
+    ids, bytes_down = _push(
+        fed, chosen=chosen, content=content, message_type=message_type, per_node=per_node
+    )
+    return list(stream_replies(fed.grid, ids, timeout_s=timeout_s)), bytes_down
 
 
 def _site_name(fed: Federation, node: int) -> str:
@@ -68,38 +106,36 @@ def _base_record(
 
 
 def run_train_round(fed: Federation, *, phase: str, round_: int, index: int) -> dict[str, Any]:
-    from fl_server.app import make_strategy
-
     plan = getattr(fed.experiment, phase)
     chosen, sample_rate = _select(
         fed, index=index, fraction=plan.fraction, min_sites=plan.min_sites
     )
     content = fed.instruction(phase=phase, round_=round_, index=index)
-    replies, bytes_down = _send(
-        fed,
-        chosen=chosen,
-        content=content,
-        message_type=MessageType.TRAIN,
-        timeout_s=plan.timeout_s,
-    )
-    strategy = make_strategy(fed)
-    strategy.context = RoundContext(
-        global_state=fed.state,
-        node_sites={n: _site_name(fed, n) for n in chosen},
-        sample_rate=sample_rate,
-        rng=np.random.default_rng([fed.experiment.seed, index, 1]),
-        min_sites_per_group=plan.min_sites_per_group,
-    )
-    answered = {r.metadata.src_node_id for r in replies}
-    ok_replies = sum(not r.has_error() for r in replies)
-    if ok_replies < plan.min_sites:
-        raise RuntimeError(
-            f"{phase} round {round_}: {ok_replies} site(s) answered, min_sites={plan.min_sites}; "
-            "the round is not saved (resume with --resume once sites are back)"
+    ids, bytes_down = _push(fed, chosen=chosen, content=content, message_type=MessageType.TRAIN)
+    del content
+    node_sites = {n: _site_name(fed, n) for n in chosen}
+    with UpdateSpool(parent=fed.run.root, global_state=fed.state) as spool:
+        collected = collect_replies(
+            stream_replies(fed.grid, ids, timeout_s=plan.timeout_s),
+            node_sites=node_sites,
+            spool=spool,
         )
-    strategy.aggregate_train(index, replies)
-    outcome = strategy.outcome
-    result = outcome.result
+        if collected.ok_replies < plan.min_sites:
+            raise RuntimeError(
+                f"{phase} round {round_}: {collected.ok_replies} site(s) answered, "
+                f"min_sites={plan.min_sites}; the round is not saved (resume with --resume "
+                "once sites are back)"
+            )
+        result = aggregate_collected(
+            collected,
+            global_state=fed.state,
+            aggregation=fed.experiment.aggregation,
+            server_dp=fed.experiment.server_dp,
+            accountant=fed.accountant,
+            sample_rate=sample_rate,
+            rng=np.random.default_rng([fed.experiment.seed, index, 1]),
+            min_sites_per_group=plan.min_sites_per_group,
+        )
     fed.state = result.state
     record = _base_record(fed, phase=phase, round_=round_, index=index, chosen=chosen)
     record.update(
@@ -109,14 +145,14 @@ def run_train_round(fed: Federation, *, phase: str, round_: int, index: int) -> 
                 *result.rejected,
                 *[
                     {"site": f["site"], "group": "*", "reason": f["reason"]}
-                    for f in outcome.failures
+                    for f in collected.failures
                 ],
             ],
             "skipped_groups": result.skipped,
-            "missing": sorted(_site_name(fed, n) for n in chosen if n not in answered),
+            "missing": sorted(_site_name(fed, n) for n in chosen if n not in collected.answered),
             "bytes_down": int(bytes_down),
-            "bytes_up": int(outcome.bytes_up),
-            "metrics": outcome.metrics,
+            "bytes_up": int(collected.bytes_up),
+            "metrics": collected.metrics,
         }
     )
     _add_privacy(fed, record, result.privacy)

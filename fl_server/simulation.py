@@ -10,7 +10,11 @@ import logging
 import os
 from pathlib import Path
 
+from core.data.manifest import load_site
 from core.federation.experiment import load_experiment
+from core.federation.model_state import model_config_for
+from core.federation.run_record import check_run, resolved_config
+from core.federation.rundir import RunDir
 from fl_client.app import make_simulation_client_app
 from fl_server.app import ServerSettings, make_server_app
 
@@ -25,6 +29,18 @@ def check_sites(site_dirs: list[str]) -> None:
             raise ValueError(
                 f"site folder {path} not found (generate it with 'orthofed phantom' or fix `sites`)"
             )
+    folders: dict[str, str] = {}
+    for path in site_dirs:  # two folders of one site (a copy) would be refused in round 1
+        try:
+            site_id = load_site(path).site_id
+        except ValueError:
+            continue  # the site itself reports what is wrong with its folder
+        if site_id in folders:
+            raise ValueError(
+                f"sites: {folders[site_id]} and {path} are both site {site_id!r} (site.yaml "
+                "site_id): list each site once, or give each folder its own site_id"
+            )
+        folders[site_id] = path
 
 
 def run_embedded(
@@ -51,10 +67,9 @@ def run_embedded(
         overrides=overrides,
         resume=resume,
     )
-    if not resume and (Path(run_dir) / "history.jsonl").exists():
-        raise ValueError(
-            f"{run_dir} already holds a run: pass --resume to continue it, or another --run-dir"
-        )
+    # before Ray starts: a new run needs a free folder, a resumed one its own configuration
+    config = resolved_config(experiment, model_config=model_config_for(experiment))
+    check_run(RunDir(Path(run_dir)), config=config, resume=resume)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     cpus = cpus_per_site or os.cpu_count() or 1
     server = make_server_app(settings)

@@ -1,9 +1,11 @@
-"""Flower adapter: FedAvg whose `aggregate_train` aggregates per weight group.
+"""Flower adapter for one training round: replies in, `core.federation.aggregate_round` out.
 
-Stock FedAvg requires every reply to carry the same ArrayRecord keys, but a site sends only
-the groups it trained (its joint's heads, the views it has). So this subclass overrides the
-narrowest hook, `aggregate_train`, and hands the maths to `core.federation.aggregate_round`
-(validation, per-group weighted/robust/DP aggregation, accounting). Nothing numeric here.
+Stock FedAvg requires every reply to carry the same ArrayRecord keys and holds all replies
+until the round ends, but a site sends only the groups it trained (its joint's heads, the
+views it has) and 30 sites' replies would not fit in a coordinator's memory. So no Flower
+strategy is used: `collect_replies` turns each reply, as it arrives, into a `SiteUpdate`
+spooled to disk (`core.federation.spool`) and `aggregate_collected` hands them to the
+per-group maths in `core`. Nothing numeric here.
 """
 
 from __future__ import annotations
@@ -13,136 +15,143 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord
-from flwr.serverapp.strategy import FedAvg
+from flwr.app import ArrayRecord, Message, RecordDict
 
 from core.federation.config import AggregationConfig, ServerDPConfig
 from core.federation.groups import group_of
 from core.federation.server_round import RoundResult, aggregate_round
+from core.federation.spool import UpdateSpool
 from core.federation.updates import GroupUpdate, SiteUpdate
-from fl_client.records import NUM_EXAMPLES, arrays_to_record, parse_reply, record_bytes
+from fl_client.records import ARRAYS, parse_reply, record_bytes
 
 
 @dataclass
-class RoundContext:
-    """What `aggregate_train` needs besides the replies (set by the ServerApp each round)."""
+class CollectedReplies:
+    """A round's replies, reduced to what aggregation and history.jsonl need."""
 
-    global_state: dict[str, np.ndarray]
-    node_sites: dict[int, str]
-    sample_rate: float
-    rng: np.random.Generator
-    min_sites_per_group: int = 1
-
-
-@dataclass
-class RoundOutcome:
-    result: RoundResult | None = None
+    updates: list[SiteUpdate] = field(default_factory=list)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
-    failures: list[dict[str, str]] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)  # {"site", "reason"}
+    rejected: list[dict[str, str]] = field(default_factory=list)  # {"site", "group", "reason"}
+    answered: set[int] = field(default_factory=set)  # node ids that replied at all
+    ok_replies: int = 0  # replies without a Flower error
     bytes_up: int = 0
 
 
-def _to_site_update(site_id: str, parsed: Mapping[str, Any]) -> SiteUpdate:
-    groups: dict[str, dict[str, np.ndarray]] = {}
-    for key, value in parsed["arrays"].items():
-        groups.setdefault(group_of(key), {})[key] = value
-    missing = sorted(set(groups) - set(parsed["examples"]))
+def _spool_reply(
+    content: RecordDict, *, site_id: str, examples: Mapping[str, int], spool: UpdateSpool
+) -> SiteUpdate:
+    """The reply's arrays, group by group, onto disk; each group's bytes are dropped from
+    the message once written, so a reply never exists twice in memory."""
+    record = content[ARRAYS] if ARRAYS in content else ArrayRecord()
+    keys_by_group: dict[str, list[str]] = {}
+    for key in list(record):
+        keys_by_group.setdefault(group_of(key), []).append(key)
+    missing = sorted(set(keys_by_group) - set(examples))
     if missing:
         raise ValueError(f"malformed reply: no example count for group(s) {missing}")
-    return SiteUpdate(
-        site_id=site_id,
-        groups={
-            g: GroupUpdate(arrays=a, num_examples=parsed["examples"][g]) for g, a in groups.items()
-        },
-    )
-
-
-class PerGroupFedAvg(FedAvg):
-    """FedAvg with per-group aggregation; see the module docstring."""
-
-    def __init__(
-        self,
-        *,
-        aggregation: AggregationConfig,
-        server_dp: ServerDPConfig,
-        accountant: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.aggregation = aggregation
-        self.server_dp = server_dp
-        self.accountant = accountant
-        self.context: RoundContext | None = None
-        self.outcome = RoundOutcome()
-
-    def _collect(self, replies: Iterable[Message]) -> list[SiteUpdate]:
-        ctx = self.context
-        updates: list[SiteUpdate] = []
-        for msg in replies:
-            site = ctx.node_sites.get(msg.metadata.src_node_id, f"node-{msg.metadata.src_node_id}")
-            if msg.has_error():
-                self.outcome.failures.append({"site": site, "reason": msg.error.reason})
-                continue
-            try:
-                self.outcome.bytes_up += record_bytes(msg.content)
-                parsed = parse_reply(msg.content)
-                site = parsed["site_id"] or site
-                if parsed["refused"]:
-                    self.outcome.failures.append({"site": site, "reason": parsed["refused"]})
-                    continue
-                self.outcome.metrics[site] = dict(parsed["metrics"])
-                updates.append(_to_site_update(site, parsed))
-            except (ValueError, KeyError, TypeError) as err:
-                reason = str(err) if "malformed" in str(err) else f"malformed reply: {err}"
-                self.outcome.failures.append({"site": site, "reason": reason})
-        return updates
-
-    def _enough_sites(self, updates: list[SiteUpdate]) -> tuple[list[SiteUpdate], list[dict]]:
-        """Drop groups sent by fewer than `min_sites_per_group` sites (they keep their value)."""
-        need = self.context.min_sites_per_group
-        counts: dict[str, int] = {}
-        for update in updates:
-            for group in update.groups:
-                counts[group] = counts.get(group, 0) + 1
-        thin = {g for g, n in counts.items() if n < need}
-        if not thin:
-            return updates, []
-        kept = [
-            SiteUpdate(
-                site_id=u.site_id, groups={g: v for g, v in u.groups.items() if g not in thin}
-            )
-            for u in updates
-        ]
-        reasons = [
-            {"group": g, "reason": f"only {counts[g]} site(s) sent it; min_sites_per_group={need}"}
-            for g in sorted(thin)
-        ]
-        return kept, reasons
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        if self.context is None:
-            raise RuntimeError("PerGroupFedAvg.context must be set before aggregate_train")
-        self.outcome = RoundOutcome()
-        updates, thin = self._enough_sites(self._collect(replies))
-        result = aggregate_round(
-            global_state=self.context.global_state,
-            updates=updates,
-            config=self.aggregation,
-            dp=self.server_dp,
-            rng=self.context.rng,
-            accountant=self.accountant,
-            sample_rate=self.context.sample_rate,
+    spooled: dict[str, GroupUpdate] = {}
+    for group, keys in keys_by_group.items():
+        arrays = {key: record[key].numpy() for key in keys}
+        for key in keys:
+            del record[key]
+        update = SiteUpdate(
+            site_id=site_id,
+            groups={group: GroupUpdate(arrays=arrays, num_examples=examples[group])},
         )
-        if thin:
-            result = RoundResult(
-                state=result.state,
-                groups=result.groups,
-                rejected=result.rejected,
-                privacy=result.privacy,
-                skipped=[*result.skipped, *thin],
-            )
-        self.outcome.result = result
-        examples = sum(int(v["examples"]) for v in result.groups.values())
-        return arrays_to_record(result.state), MetricRecord({NUM_EXAMPLES: examples})
+        del arrays
+        spooled.update(spool.add(update).groups)
+    return SiteUpdate(site_id=site_id, groups=spooled)
+
+
+def _collect_one(
+    msg: Message, *, node_sites: Mapping[int, str], spool: UpdateSpool, out: CollectedReplies
+) -> None:
+    node = msg.metadata.src_node_id
+    site = node_sites.get(node, f"node-{node}")
+    out.answered.add(node)
+    if msg.has_error():
+        out.failures.append({"site": site, "reason": msg.error.reason})
+        return
+    out.ok_replies += 1
+    try:
+        out.bytes_up += record_bytes(msg.content)
+        parsed = parse_reply(msg.content, with_arrays=False)
+        site = parsed["site_id"] or site
+        if parsed["refused"]:
+            out.failures.append({"site": site, "reason": parsed["refused"]})
+            return
+        update = _spool_reply(msg.content, site_id=site, examples=parsed["examples"], spool=spool)
+    except (ValueError, KeyError, TypeError) as err:
+        reason = str(err) if "malformed" in str(err) else f"malformed reply: {err}"
+        out.failures.append({"site": site, "reason": reason})
+        return
+    out.metrics[site] = dict(parsed["metrics"])
+    out.updates.append(update)
+
+
+def collect_replies(
+    replies: Iterable[Message], *, node_sites: Mapping[int, str], spool: UpdateSpool
+) -> CollectedReplies:
+    """Parse and spool each reply as `replies` yields it; nothing keeps the message after."""
+    out = CollectedReplies()
+    for msg in replies:
+        _collect_one(msg, node_sites=node_sites, spool=spool, out=out)
+    out.rejected = list(spool.rejected)
+    return out
+
+
+def _enough_sites(
+    updates: list[SiteUpdate], *, need: int
+) -> tuple[list[SiteUpdate], list[dict[str, str]]]:
+    """Drop groups sent by fewer than `need` sites (they keep their value), with reasons."""
+    counts: dict[str, int] = {}
+    for update in updates:
+        for group in update.groups:
+            counts[group] = counts.get(group, 0) + 1
+    thin = {g for g, n in counts.items() if n < need}
+    if not thin:
+        return updates, []
+    kept = [
+        SiteUpdate(site_id=u.site_id, groups={g: v for g, v in u.groups.items() if g not in thin})
+        for u in updates
+    ]
+    reasons = [
+        {"group": g, "reason": f"only {counts[g]} site(s) sent it; min_sites_per_group={need}"}
+        for g in sorted(thin)
+    ]
+    return kept, reasons
+
+
+def aggregate_collected(
+    collected: CollectedReplies,
+    *,
+    global_state: dict[str, np.ndarray],
+    aggregation: AggregationConfig,
+    server_dp: ServerDPConfig,
+    accountant: Any,
+    sample_rate: float,
+    rng: np.random.Generator,
+    min_sites_per_group: int = 1,
+) -> RoundResult:
+    """The round's new global state; rejections on arrival and thin groups included."""
+    updates, thin = _enough_sites(collected.updates, need=min_sites_per_group)
+    result = aggregate_round(
+        global_state=global_state,
+        updates=updates,
+        config=aggregation,
+        dp=server_dp,
+        rng=rng,
+        accountant=accountant,
+        sample_rate=sample_rate,
+    )
+    rejected = sorted(
+        [*collected.rejected, *result.rejected], key=lambda r: (r["site"], r["group"])
+    )
+    return RoundResult(
+        state=result.state,
+        groups=result.groups,
+        rejected=rejected,
+        privacy=result.privacy,
+        skipped=[*result.skipped, *thin],
+    )

@@ -131,8 +131,10 @@ def prepare(
     """Build the site's cache of preprocessed view tensors (a re-run is a no-op)."""
     from core.data.cache import prepare_with_progress
 
-    if slices < 1 or size < 8:
-        fail("--slices must be >= 1 and --size >= 8")
+    if slices < 1:
+        fail(f"--slices must be >= 1, got {slices}")
+    if size < 8:
+        fail(f"--size must be >= 8, got {size}")
     site = _open_site(site_path, joint=joint, command="prepare")
     _refuse_no_cases(site)
     config = DataConfig(preprocess=PreprocessConfig(slices=slices, size=size))

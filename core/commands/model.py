@@ -11,10 +11,14 @@ from pathlib import Path
 import typer
 
 from core.commands.common import user_errors
+from core.paths import check_out_folder
 from core.tracking import Tracking
 
 SITE_HELP = "The site folder (or its site.yaml)."
 OVERRIDES_HELP = "Config overrides as key=value (e.g. train.lr=1e-3, train.batch_size=2)."
+FINETUNE_OVERRIDES_HELP = (
+    "train.* overrides as key=value (e.g. train.lr=1e-3); the model comes from --init."
+)
 OVERLAY_CASES = 3  # held-out cases shown with segmentation overlays in report.html
 TRACKING_HELP = "tensorboard: also write TensorBoard event files to OUT/tensorboard/."
 
@@ -56,9 +60,10 @@ def pretrain(
     from core.config import PretrainRunConfig
     from core.models.presets import load_run_config
     from core.tracking import require_tracking
-    from core.train.loops import run_pretraining
+    from core.train.loops import check_pretrain_out, run_pretraining
     from core.train.pretrain import check_pretrain_config
 
+    check_pretrain_out(check_out_folder(out), resume=resume)
     require_tracking(tracking)
     extra = list(overrides or []) + ([f"train.steps={steps}"] if steps is not None else [])
     config = load_run_config(PretrainRunConfig, preset=preset, train="pretrain", overrides=extra)
@@ -90,16 +95,22 @@ def finetune(
         1.0, "--label-fraction", help="Fraction of labeled cases used."
     ),
     epochs: int | None = typer.Option(None, "--epochs", help="Training epochs."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace the checkpoint a previous fine-tuning left in --out."
+    ),
     tracking: Tracking = typer.Option(Tracking.none, "--tracking", help=TRACKING_HELP),
-    overrides: list[str] | None = typer.Argument(None, help=OVERRIDES_HELP),
+    overrides: list[str] | None = typer.Argument(None, help=FINETUNE_OVERRIDES_HELP),
 ) -> None:
     """Fine-tune the task heads (and optionally backbones) of the site's joint."""
     from core.checkpoint import load_checkpoint
     from core.config import to_dict
     from core.models.loading import model_config_of
     from core.tracking import require_tracking
-    from core.train.loops import run_finetuning
+    from core.train.finetune import check_finetune_config
+    from core.train.loops import check_finetune_out, run_finetuning
 
+    check_finetune_out(check_out_folder(out), force=force)
+    _refuse_model_overrides(overrides or [])
     require_tracking(tracking)
     source = load_checkpoint(init)
     extra = [f"train.mode={mode}", f"train.label_fraction={label_fraction}"]
@@ -107,6 +118,7 @@ def finetune(
     config = _finetune_config(
         to_dict(model_config_of(source, source=init)), extra + list(overrides or [])
     )
+    check_finetune_config(config.train)  # e.g. train.lr=-1: refused before data is read
     opened, cases, key = _site_cases(site, model_config=config.model)
     result = run_finetuning(
         cases,
@@ -127,6 +139,18 @@ def finetune(
         + (f", kept the best validation epoch ({best})" if best else "")
         + f": {result.checkpoint}"
     )
+
+
+def _refuse_model_overrides(overrides: list[str]) -> None:
+    """The architecture comes from the --init checkpoint: a model.* override would be
+    silently ignored (run_finetuning uses the checkpoint's model config), so refuse it."""
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if key == "model" or key.startswith("model."):
+            raise ValueError(
+                f"{item}: finetune takes the model from the --init checkpoint, so model.* "
+                "overrides cannot apply; pass train.* overrides only (set the model at pretrain)"
+            )
 
 
 def _finetune_config(model: dict, overrides: list[str]):
@@ -159,6 +183,7 @@ def evaluate(
     from core.models.predict import evaluate_cases
     from core.reporting.evaluation_report import write_evaluation_report
 
+    check_out_folder(out)
     joint = load_site(site).joint
     model, _ = model_from_checkpoint(checkpoint, joint=joint, require_heads=True)
     opened, cases, _ = _site_cases(site, model_config=model.config)

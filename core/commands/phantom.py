@@ -39,7 +39,10 @@ def phantom(
     ),
     profile: str | None = typer.Option(None, "--profile", help=_PROFILE_HELP),
     force: bool = typer.Option(
-        False, "--force", help="Overwrite a previous phantom site in --out."
+        False,
+        "--force",
+        help="Replace a previous phantom site in --out (refused, naming them, if files the "
+        "generator did not write are there).",
     ),
 ) -> None:
     """Generate a synthetic MRI site: one DICOM series per view per case, labels.csv,

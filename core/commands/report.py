@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from core.commands.common import user_errors
+from core.paths import check_out_file
 
 REPORT_HELP = (
     "Write a federation run's report: one self-contained HTML file (RUN_DIR/report.html).\n\n"
@@ -29,8 +30,10 @@ def report(
     ),
 ) -> None:
     """Write a federation run's report: one self-contained HTML file."""
-    from core.reporting.federation_report import write_federation_report
+    from core.reporting.federation_report import REPORT, write_federation_report
 
+    if out is not None:
+        check_out_file(out, example=REPORT)
     path = write_federation_report(run_dir, out=out)
     typer.echo(f"report written: {path}")
 

@@ -8,7 +8,7 @@ array is cast back to the global model's dtype at the end.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
@@ -27,13 +27,18 @@ def cast_like(value: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return value.astype(reference.dtype, copy=False)
 
 
-def weighted_mean(arrays: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    """sum_i w_i x_i / sum_i w_i, accumulated in float64 in the given order."""
+def weighted_mean(arrays: Iterable[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """sum_i w_i x_i / sum_i w_i, accumulated in float64 in the given order.
+
+    `arrays` may be a generator: only the running sum and one array are held at a time.
+    """
     total = float(sum(weights))
-    if not arrays or total <= 0:
+    if not weights or total <= 0:
         raise ValueError("weighted mean needs at least one array and a positive total weight")
-    acc = np.zeros(arrays[0].shape, dtype=np.float64)
+    acc: np.ndarray | None = None
     for array, weight in zip(arrays, weights, strict=True):
+        if acc is None:
+            acc = np.zeros(array.shape, dtype=np.float64)
         acc += float(weight) * array.astype(np.float64)
     return acc / total
 
@@ -60,7 +65,7 @@ def trimmed_mean(arrays: Sequence[np.ndarray], *, trim_fraction: float) -> np.nd
 
 
 def combine(
-    arrays: Sequence[np.ndarray],
+    arrays: Iterable[np.ndarray],
     *,
     weights: Sequence[float],
     rule: AggregationRule,
@@ -85,7 +90,9 @@ def aggregate_group(
     weights = [update.num_examples for _, update in contributions]
     new: dict[str, np.ndarray] = {}
     for key, ref in reference.items():
-        arrays = [update.arrays[key] for _, update in contributions]
+        arrays = (update.arrays[key] for _, update in contributions)  # read one at a time
+        if rule is not AggregationRule.WEIGHTED_MEAN:
+            arrays = list(arrays)  # median and trimmed mean need every site's value at once
         value = combine(arrays, weights=weights, rule=rule, trim_fraction=trim_fraction)
         new[key] = cast_like(value, ref)
     return new

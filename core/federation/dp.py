@@ -39,6 +39,11 @@ def clip_delta(
     return {key: d * scale for key, d in as64.items()}, norm
 
 
+def _squared_norm(array: np.ndarray, reference: np.ndarray) -> float:
+    delta = array.astype(np.float64) - reference.astype(np.float64)
+    return float(np.dot(delta.ravel(), delta.ravel()))
+
+
 def _uniform_open_closed(count: int) -> np.ndarray:
     """`count` uniforms in (0, 1] with 53 random bits each, from os.urandom."""
     raw = np.frombuffer(os.urandom(8 * count), dtype=np.uint64)
@@ -92,18 +97,21 @@ def dp_aggregate_group(
     for key, ref in reference.items():
         if not np.issubdtype(ref.dtype, np.floating):
             raise ValueError(f"{key}: server DP needs floating-point weights, got {ref.dtype}")
+    if not clip_norm > 0:
+        raise ValueError(f"clip norm must be > 0, got {clip_norm}")
     n = len(contributions)
     acc = {key: np.zeros(ref.shape, dtype=np.float64) for key, ref in reference.items()}
     clipped = 0
     for _, update in contributions:
-        delta = {
-            key: update.arrays[key].astype(np.float64) - ref.astype(np.float64)
-            for key, ref in reference.items()
-        }
-        clipped_delta, norm = clip_delta(delta, clip_norm=clip_norm)
+        # Two passes over the site's arrays (norm, then scaled sum), one array in memory at
+        # a time: the same float64 operations as `clip_delta` on the whole group.
+        norm = math.sqrt(
+            sum(_squared_norm(update.arrays[key], ref) for key, ref in reference.items())
+        )
+        scale = min(1.0, clip_norm / norm) if norm > 0 else 1.0
         clipped += int(norm > clip_norm)
-        for key, d in clipped_delta.items():
-            acc[key] += d
+        for key, ref in reference.items():
+            acc[key] += (update.arrays[key].astype(np.float64) - ref.astype(np.float64)) * scale
     std = noise_multiplier * clip_norm / n
     new = {}
     for key, ref in reference.items():

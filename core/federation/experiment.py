@@ -6,13 +6,15 @@ the path of this file plus dotted overrides; everything else is read from here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.config import FinetuneConfig, LrSchedule, PretrainConfig, load_config
+from core.config import FinetuneConfig, LrSchedule, PretrainConfig, check_ranges, load_config
 from core.federation.config import AggregationConfig, ServerDPConfig
 from core.precision import refuse_bf16_with_dp
 from core.tracking import Tracking
+from core.train.finetune import check_finetune_config
 from core.train.pretrain import check_pretrain_config
 from core.train.privacy import ClientDPConfig
 from core.views import parse_joint
@@ -81,16 +83,16 @@ class ExperimentConfig:
     tracking: Tracking = Tracking.none
 
     def __post_init__(self) -> None:
+        """Every coordinator mistake is refused here, before any engine or message starts."""
         self.joints = [parse_joint(j).value for j in self.joints]
         if not self.joints:
             raise ValueError("experiment.joints: list at least one joint (knee, ankle, shoulder)")
         for name in ("pretrain", "finetune"):
-            plan: PhasePlan = getattr(self, name)
-            if plan.rounds < 0 or plan.min_sites < 1 or not 0.0 < plan.fraction <= 1.0:
-                raise ValueError(
-                    f"experiment.{name}: rounds must be >= 0, min_sites >= 1, fraction in (0, 1]"
-                )
+            check_phase_plan(getattr(self, name), key=name)
+        check_evaluate_phase(self.evaluate)
         check_pretrain_config(self.pretrain.train, key="pretrain.train")
+        check_finetune_config(self.finetune.train, key="finetune.train")
+        check_site_list(self)
         train = self.pretrain.train
         if LrSchedule(train.lr_schedule) is LrSchedule.cosine and not train.lr_decay_steps:
             # the cosine spans the whole federation, not each round's local steps
@@ -112,6 +114,78 @@ class ExperimentConfig:
         for name in ("pretrain", "finetune"):
             if dp.enabled and name in dp.phases:
                 refuse_bf16_with_dp(getattr(self, name).train.precision, key=f"{name}.train")
+
+
+def _positive_seconds(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+def check_phase_plan(plan: PhasePlan, *, key: str) -> None:
+    """One line naming the first wrong value of a training phase's plan."""
+    checks = [
+        (plan.rounds >= 0, "rounds", "must be >= 0 (0 skips the phase)", plan.rounds),
+        (0.0 < plan.fraction <= 1.0, "fraction", "must be in (0, 1]", plan.fraction),
+        (plan.min_sites >= 1, "min_sites", "must be >= 1", plan.min_sites),
+        (
+            plan.min_sites_per_group >= 1,
+            "min_sites_per_group",
+            "must be >= 1",
+            plan.min_sites_per_group,
+        ),
+        (
+            _positive_seconds(plan.timeout_s),
+            "timeout_s",
+            "must be a number of seconds > 0 (how long to wait for the sites' replies)",
+            plan.timeout_s,
+        ),
+    ]
+    check_ranges(checks, key=key)
+
+
+def check_evaluate_phase(plan: EvaluatePhase) -> None:
+    checks = [
+        (plan.min_sites >= 1, "min_sites", "must be >= 1", plan.min_sites),
+        (
+            _positive_seconds(plan.timeout_s),
+            "timeout_s",
+            "must be a number of seconds > 0 (how long to wait for the sites' replies)",
+            plan.timeout_s,
+        ),
+    ]
+    check_ranges(checks, key="evaluate")
+
+
+def check_site_list(experiment: ExperimentConfig) -> None:
+    """The listed sites: each folder once, and enough of them for every phase's `min_sites`
+    (a list is what the simulation runs; a deployment's sites are its connected SuperNodes,
+    so an experiment without a list is checked against them when rounds start)."""
+    sites = experiment.sites
+    seen: dict[Path, str] = {}
+    for entry in sites:
+        folder = Path(entry).expanduser().resolve()
+        if folder in seen:
+            raise ValueError(
+                f"sites: {seen[folder]!r} and {entry!r} are the same site folder; "
+                "list each site once"
+            )
+        seen[folder] = entry
+    if not sites:
+        return
+    plans = [(name, getattr(experiment, name)) for name in ("pretrain", "finetune")]
+    needs = [
+        (f"{name}.{field_}", getattr(plan, field_))
+        for name, plan in plans
+        if plan.rounds > 0
+        for field_ in ("min_sites", "min_sites_per_group")
+    ]
+    if experiment.evaluate.enabled:
+        needs.append(("evaluate.min_sites", experiment.evaluate.min_sites))
+    for key, value in needs:
+        if value > len(sites):
+            raise ValueError(
+                f"{key}={value} but the experiment lists {len(sites)} site(s): set {key} "
+                f"to at most {len(sites)}, or list more sites"
+            )
 
 
 def load_experiment(path: str | Path, *, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -74,6 +74,23 @@ def check_group_update(*, update: GroupUpdate, reference: Mapping[str, np.ndarra
     return None
 
 
+def group_problem(
+    *,
+    group: str,
+    update: GroupUpdate,
+    global_groups: Mapping[str, Mapping[str, np.ndarray]],
+) -> str | None:
+    """Why one site's update of `group` is unusable on its own (name, membership in the
+    global model, count, keys, arrays), or None; the norm check needs the other sites too."""
+    try:
+        validate_group_name(group)
+    except ValueError as err:
+        return str(err)
+    if group not in global_groups:
+        return f"group {group!r} is not part of the global model"
+    return check_group_update(update=update, reference=global_groups[group])
+
+
 def update_norm(*, arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> float:
     """L2 norm of (update - global) over all arrays of one group, computed in float64."""
     total = 0.0
@@ -112,22 +129,14 @@ def _group_rejections(
     norm_min_sites: int,
 ) -> dict[str, str]:
     """`{site: reason}` for the sites whose update of `group` fails a check."""
-    try:
-        validate_group_name(group)
-    except ValueError as err:
-        return {site: str(err) for site, _ in contributions}
-    if group not in global_groups:
-        reason = f"group {group!r} is not part of the global model"
-        return {site: reason for site, _ in contributions}
-    reference = global_groups[group]
     reasons: dict[str, str] = {}
     norms: dict[str, float] = {}
     for site, update in contributions:
-        problem = check_group_update(update=update, reference=reference)
+        problem = group_problem(group=group, update=update, global_groups=global_groups)
         if problem:
             reasons[site] = problem
         else:
-            norms[site] = update_norm(arrays=update.arrays, reference=reference)
+            norms[site] = update_norm(arrays=update.arrays, reference=global_groups[group])
     reasons.update(norm_outliers(norms, factor=norm_factor, min_sites=norm_min_sites))
     return reasons
 

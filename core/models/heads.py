@@ -120,8 +120,13 @@ class SegmentationHead(nn.Module):
         super().__init__()
         if not tap_channels:
             raise ValueError("segmentation head needs at least one feature tap")
-        if proj < 1 or width < 1 or context_pool < 0:
-            raise ValueError("segmentation head needs proj, width >= 1 and context_pool >= 0")
+        for key, value, low in (
+            ("seg_proj", proj, 1),
+            ("seg_channels", width, 1),
+            ("seg_context_pool", context_pool, 0),
+        ):
+            if value < low:
+                raise ValueError(f"model.heads.{key} must be >= {low}, got {value}")
         self.project = nn.ModuleList([nn.Conv3d(c, proj, kernel_size=1) for c in tap_channels])
         self.context_pool = context_pool
         self.stem = _conv(1 + proj * len(tap_channels), width)

@@ -44,6 +44,7 @@ from core.train.privacy import (
     SiteBudget,
     private_seed,
     round_entries,
+    run_part,
     sample_rate,
     site_secret,
 )
@@ -102,6 +103,7 @@ def finetune_privately(
     index: int,
     site_id: str,
     subset_seed: int | None = None,
+    run_key: str = "",
 ) -> tuple[PrivateRound, FinetuneResult | None]:
     """Check the site budget, fine-tune the heads by DP-SGD, spend the budget.
 
@@ -130,7 +132,7 @@ def finetune_privately(
         secure_generator()
         if dp.secure_rng
         else torch.Generator().manual_seed(
-            private_seed(site_secret(state_dir), index, site_id, "finetune")
+            private_seed(site_secret(state_dir), *run_part(run_key), index, site_id, "finetune")
         )
     )
     optimizer = DPOptimizer(

@@ -39,6 +39,7 @@ from core.train.privacy import (
     SiteBudget,
     private_seed,
     round_entries,
+    run_part,
     sample_rate,
     site_secret,
 )
@@ -236,6 +237,7 @@ def pretrain_privately(
     state_dir: Path,
     index: int,
     site_id: str,
+    run_key: str = "",
 ) -> PrivateRound:
     """Check the site budget, train `train.steps` DP-SGD steps per view, spend the budget.
 
@@ -254,7 +256,9 @@ def pretrain_privately(
     seeds = None
     if not config.secure_rng:
         secret = site_secret(state_dir)
-        seeds = {v: private_seed(secret, index, site_id, v.value) for v in rates}
+        seeds = {
+            v: private_seed(secret, *run_part(run_key), index, site_id, v.value) for v in rates
+        }
     train_private(
         trainer,
         steps=train.steps,

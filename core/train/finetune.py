@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from core.config import FinetuneConfig
+from core.config import FinetuneConfig, check_ranges
 from core.models.backbone import conv_shapes, decoder_parameters, encoder_parameters
 from core.models.encode import EncodedCases, encode_cases
 from core.models.feature_cache import FeatureCache, feature_digest
@@ -46,6 +46,36 @@ class FinetuneResult:
 def annotated(case, model: OrthoModel) -> bool:
     has_mask = model.seg_head is not None and case.mask is not None and SEG_VIEW in case.views
     return case.labels is not None or has_mask
+
+
+def check_finetune_config(train: FinetuneConfig, *, key: str = "train") -> None:
+    """One line per wrong value, naming it (checked before any data is read)."""
+    if train.mode not in MODES:
+        raise ValueError(
+            f"{key}.mode: unknown fine-tuning mode {train.mode!r}: use one of {', '.join(MODES)}"
+        )
+    checks = [
+        (train.epochs >= 1, "epochs", "must be >= 1", train.epochs),
+        (train.batch_size >= 1, "batch_size", "must be >= 1", train.batch_size),
+        (train.lr > 0, "lr", "must be > 0", train.lr),
+        (
+            train.backbone_lr_scale >= 0,
+            "backbone_lr_scale",
+            "must be >= 0",
+            train.backbone_lr_scale,
+        ),
+        (
+            0 < train.label_fraction <= 1,
+            "label_fraction",
+            "must be in (0, 1]",
+            train.label_fraction,
+        ),
+        (0 <= train.val_fraction < 1, "val_fraction", "must be in [0, 1)", train.val_fraction),
+        (train.patience >= 0, "patience", "must be >= 0 (0 = every epoch)", train.patience),
+        (train.weight_decay >= 0, "weight_decay", "must be >= 0", train.weight_decay),
+        (train.proximal_mu >= 0, "proximal_mu", "must be >= 0 (0 = FedAvg)", train.proximal_mu),
+    ]
+    check_ranges(checks, key=key)
 
 
 def select_training_cases(
@@ -157,8 +187,7 @@ def finetune(
     frozen features come from a `FeatureCache` (on disk under `feature_root` when given).
     `on_epoch` receives each epoch's losses (see EpochCallback), e.g. for TensorBoard.
     """
-    if config.epochs < 1 or config.batch_size < 1:
-        raise ValueError("train.epochs and train.batch_size must be >= 1")
+    check_finetune_config(config)
     chosen = select_training_cases(cases, model=model, config=config, subset_seed=subset_seed)
     train_cases, val_cases = validation_split(
         chosen, fraction=config.val_fraction, seed=config.seed

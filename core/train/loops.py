@@ -30,7 +30,7 @@ from core.tracking import (
 from core.train.finetune import finetune
 from core.train.pretrain import Pretrainer, training_volumes
 from core.train.progress import training_progress
-from core.train.state import load_state_files, save_state
+from core.train.state import STATE_JSON, load_state_files, save_state
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 LOG_NAME = "log.jsonl"
@@ -82,15 +82,31 @@ def _save_all(trainer: Pretrainer, *, run_dir: Path, preprocess_key: str, info: 
     return run_dir / CHECKPOINT_NAME
 
 
-def _start(trainer: Pretrainer, *, run_dir: Path, resume: bool) -> None:
-    saved = load_state_files(run_dir)
-    if saved is None:
-        return
-    if not resume:
+def check_pretrain_out(run_dir: Path, *, resume: bool) -> None:
+    """Refuse to start a new pretraining run over a saved one (cheap: before data is read)."""
+    if not resume and (Path(run_dir) / STATE_JSON).is_file():
         raise ValueError(
             f"{run_dir} already holds a training state: pass --resume to continue it, "
             "or choose a new --out folder"
         )
+
+
+def check_finetune_out(run_dir: Path, *, force: bool) -> None:
+    """Refuse to replace a checkpoint already in `run_dir` unless `force` (like pretraining,
+    which refuses a run folder holding a run)."""
+    existing = Path(run_dir) / CHECKPOINT_NAME
+    if existing.exists() and not force:
+        raise ValueError(
+            f"{run_dir} already holds a checkpoint ({existing.name}): choose a new --out folder, "
+            "or pass --force to replace it"
+        )
+
+
+def _start(trainer: Pretrainer, *, run_dir: Path, resume: bool) -> None:
+    check_pretrain_out(run_dir, resume=resume)
+    saved = load_state_files(run_dir)
+    if saved is None:
+        return
     meta, tensors = saved
     if meta.get("model_config") != to_dict(trainer.config.model):
         raise ValueError(
@@ -119,9 +135,9 @@ def run_pretraining(
     tensorboard, the logged steps also go to `run_dir/tensorboard/` (core/tracking.py).
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Pretrainer(config=config, volumes=training_volumes(cases, config=config.model))
     _start(trainer, run_dir=run_dir, resume=resume)
+    run_dir.mkdir(parents=True, exist_ok=True)  # only once the run can start: no empty folders
     train, log_path, losses = config.train, run_dir / LOG_NAME, {}
     checkpoint = run_dir / CHECKPOINT_NAME
     with (

@@ -17,7 +17,13 @@ from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler
 from torch.optim.swa_utils import AveragedModel
 
-from core.config import LrSchedule, ModelConfig, PretrainConfig, PretrainRunConfig
+from core.config import (
+    LrSchedule,
+    ModelConfig,
+    PretrainConfig,
+    PretrainRunConfig,
+    check_ranges,
+)
 from core.diffusion.ddpm import build_scheduler, denoising_loss
 from core.models.backbone import build_backbone, conv_shapes
 from core.precision import Precision, resolve_precision
@@ -74,9 +80,7 @@ def check_pretrain_config(train: PretrainConfig, *, key: str = "train") -> None:
         (train.lr_decay_steps >= 0, "lr_decay_steps", "must be >= 0", train.lr_decay_steps),
         (0 <= train.ema_decay < 1, "ema_decay", "must be in [0, 1)", train.ema_decay),
     ]
-    for ok, name, rule, value in checks:
-        if not ok:
-            raise ValueError(f"{key}.{name} {rule}, got {value}")
+    check_ranges(checks, key=key)
 
 
 def input_shape(config: ModelConfig) -> tuple[int, int, int, int]:

@@ -125,8 +125,10 @@ def merge_history(history: Iterable[Entry]) -> list[Entry]:
 
 def sample_rate(*, batch_size: int, cases: int) -> float:
     """Poisson sampling rate giving `batch_size` expected cases per step (at most 1)."""
-    if cases < 1 or batch_size < 1:
-        raise ValueError("DP sampling needs at least one training case and batch_size >= 1")
+    if cases < 1:
+        raise ValueError(f"DP sampling needs at least one training case, got {cases}")
+    if batch_size < 1:
+        raise ValueError(f"DP sampling needs batch_size >= 1, got {batch_size}")
     return min(1.0, batch_size / cases)
 
 
@@ -136,8 +138,10 @@ def round_entries(*, rates: Sequence[float], steps: int, config: ClientDPConfig)
     With `target_epsilon`, sigma is Opacus's noise for `steps * views` steps at the largest
     rate: conservative (epsilon grows with the rate), one sigma for all views.
     """
-    if steps < 1 or not rates:
-        raise ValueError("a DP round needs train.steps >= 1 and at least one trained view")
+    if steps < 1:
+        raise ValueError(f"a DP round needs train.steps >= 1, got {steps}")
+    if not rates:
+        raise ValueError("a DP round needs at least one trained view, got none")
     from opacus.accountants.utils import get_noise_multiplier
 
     sigma = config.noise_multiplier
@@ -247,6 +251,13 @@ def site_secret(state_dir: Path) -> bytes:
         write_bytes_atomic(path, os.urandom(32).hex().encode())
         path.chmod(0o600)
     return bytes.fromhex(path.read_text().strip())
+
+
+def run_part(run_key: str) -> tuple[str, ...]:
+    """Seed parts naming the federation run: two federations at one site must never draw
+    the same noise at the same round index (the difference of two releases would cancel it).
+    Empty for runs without a key (local training), which keeps their seeds as they were."""
+    return (f"run={run_key}",) if run_key else ()
 
 
 def private_seed(secret: bytes, *parts: object) -> int:

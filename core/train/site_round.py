@@ -3,14 +3,17 @@
 A site receives global weights, trains the groups its data supports (pretraining: the view
 backbones it has; fine-tuning: its joint's heads, plus backbones in partial/full mode) and
 returns only those groups with their example counts (cases, not batches). Optimizer state is
-kept in the site's state dir between rounds, keyed by round index, so a restarted site (or a
-resumed federation that redoes a round) continues from the state before that round.
+kept in the site's state dir between rounds, keyed by the federation run (the run key the
+server sends, `<state dir>/runs/<run key>/`) and round index, so a restarted site (or a resumed
+federation that redoes a round) continues from the state before that round, and a state dir
+that outlives one federation never restores another federation's state.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,8 @@ from core.train.privacy import ClientDPConfig, parse_client_dp
 from core.train.proximal import attach_proximal_term
 
 STATE_PREFIX = "pretrain-state-"
+RUNS_DIR = "runs"  # <state dir>/runs/<run key>/: one federation run's state between rounds
+RUN_KEY = re.compile(r"[0-9A-Za-z_-]{1,64}")
 LOCAL_ONLY = "local-only"  # the phase that trains a site's local-only model (cross-site)
 
 
@@ -98,6 +103,17 @@ def check_incoming(
     return out
 
 
+def run_state_dir(state_dir: Path, run_key: str) -> Path:
+    """Where one federation run keeps its state between rounds at this site. The key comes
+    from the server, so it must be a plain name (it becomes a folder name here)."""
+    if not RUN_KEY.fullmatch(run_key):
+        raise ValueError(
+            f"the instruction's run key {run_key[:80]!r} is not a plain name of 1-64 letters, "
+            "digits, '-' or '_' (server and site run different orthofed versions?)"
+        )
+    return Path(state_dir) / RUNS_DIR / run_key
+
+
 def _latest_state(state_dir: Path, *, before: int) -> tuple[int, Path] | None:
     found = []
     for path in state_dir.glob(f"{STATE_PREFIX}*.safetensors"):
@@ -148,16 +164,23 @@ def pretrain_round(
     train: PretrainConfig,
     global_arrays: dict[str, np.ndarray],
     client_dp: ClientDPConfig | None = None,
+    run_key: str = "",
 ) -> LocalResult:
     """With client DP on, trains by DP-SGD (or refuses when the site budget would be
-    exceeded) and reports epsilon instead of the (non-private) training losses."""
+    exceeded) and reports epsilon instead of the (non-private) training losses.
+
+    Optimizer state between rounds lives under `run_state_dir(state_dir, run_key)`; an empty
+    `run_key` keeps it in `state_dir` itself (a folder private to one run, e.g. local-only
+    training's). The privacy budget stays in `state_dir`: it spans every run of the site."""
     from core.train.pretrain import Pretrainer, training_volumes
+
+    own_state = run_state_dir(state_dir, run_key) if run_key else state_dir
 
     volumes = training_volumes(_cases(site, model_config), config=model_config)
     run_seed = derived_seed(seed, index, site_id)
     config = PretrainRunConfig(model=model_config, train=replace(train, seed=run_seed))
     trainer = Pretrainer(config=config, volumes=volumes)
-    _restore_state(trainer, state_dir=state_dir, index=index)
+    _restore_state(trainer, state_dir=own_state, index=index)
     trainer.generator.manual_seed(run_seed)
     groups = [f"backbone.{v.value}" for v in trainer.trained_views]
     expected = trainer.backbone_weights(ema=False)
@@ -170,7 +193,12 @@ def pretrain_round(
         from core.train.dp_pretrain import pretrain_privately
 
         private = pretrain_privately(
-            trainer, config=client_dp, state_dir=state_dir, index=index, site_id=site_id
+            trainer,
+            config=client_dp,
+            state_dir=state_dir,
+            index=index,
+            site_id=site_id,
+            run_key=run_key,
         )
         if private.refused:
             return LocalResult(site_id=site_id, arrays={}, examples={}, refused=private.refused)
@@ -184,8 +212,8 @@ def pretrain_round(
     for handle in proximal:
         if handle is not None:
             handle.remove()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    _save_state(trainer, state_dir=state_dir, index=index)
+    own_state.mkdir(parents=True, exist_ok=True)
+    _save_state(trainer, state_dir=own_state, index=index)
     weights = trainer.backbone_weights(ema=True)
     arrays = {
         k: v.detach().cpu().numpy().copy()
@@ -226,6 +254,7 @@ def finetune_round(
     train: FinetuneConfig,
     global_arrays: dict[str, np.ndarray],
     client_dp: ClientDPConfig | None = None,
+    run_key: str = "",
 ) -> LocalResult:
     """With client DP on (and `finetune` in its phases), trains the heads by DP-SGD (or
     refuses when the site budget would be exceeded) and reports epsilon instead of the loss."""
@@ -253,6 +282,7 @@ def finetune_round(
             index=index,
             site_id=site_id,
             subset_seed=subset_seed,
+            run_key=run_key,
         )
         if result is None:
             return LocalResult(site_id=site_id, arrays={}, examples={}, refused=private.refused)
@@ -290,13 +320,17 @@ def train_round(
     phase: str,
     index: int,
     seed: int,
+    run_key: str,
     model_json: dict,
     train_json: dict,
     global_arrays: dict[str, np.ndarray],
     client_dp_json: str = "",
 ) -> LocalResult:
     """Dispatch one training round of `phase` at this site (`client_dp_json`: the
-    experiment's `client_dp` settings as JSON; empty = no sample-level DP)."""
+    experiment's `client_dp` settings as JSON; empty = no sample-level DP; `run_key`: the
+    federation run's key, under which state between pretraining rounds is kept)."""
+    if phase == "pretrain" or run_key:
+        run_state_dir(state_dir, run_key)  # refuse a missing or unsafe key before any work
     client_dp = parse_client_dp(client_dp_json)
     site = _site(site_dir)
     sid = site_id or site.site_id
@@ -312,6 +346,7 @@ def train_round(
             train=load_config(PretrainConfig, data=train_json),
             global_arrays=global_arrays,
             client_dp=client_dp,
+            run_key=run_key,
         )
     if phase == "finetune":
         return finetune_round(
@@ -324,6 +359,7 @@ def train_round(
             train=load_config(FinetuneConfig, data=train_json),
             global_arrays=global_arrays,
             client_dp=client_dp,
+            run_key=run_key,
         )
     if phase == LOCAL_ONLY:
         from core.train.local_only import LocalOnlyPlan, local_only_round

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from core.data.cache import CaseTensors
@@ -20,6 +22,17 @@ TINY_MODEL = {
     },
     "heads": {"view_dim": 16, "seg_channels": 8},
 }
+
+
+def model_overrides(config: dict = TINY_MODEL, *, prefix: str = "model") -> list[str]:
+    """`config` as command-line overrides, e.g. model.backbone.channels=[8,16]."""
+    items = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            items += model_overrides(value, prefix=f"{prefix}.{key}")
+        else:
+            items.append(f"{prefix}.{key}={json.dumps(value, separators=(',', ':'))}")
+    return items
 
 
 def random_case(

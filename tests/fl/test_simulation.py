@@ -291,3 +291,63 @@ def test_evaluate_line_of_a_dp_run_carries_the_cumulative_epsilon(tmp_path):
     plain = {"phase": "evaluate", "index": 1, "metrics": {"knee-a": {"auc": 0.6}}}
     _add_privacy(SimpleNamespace(run=RunDir(tmp_path / "plain")), plain, {})
     assert "epsilon" not in plain and "dp" not in plain  # DP off: no privacy fields
+
+
+def _error_line(result: subprocess.CompletedProcess) -> str:
+    """The one `error:` line of a refused command (no traceback anywhere)."""
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    return lines[0]
+
+
+def test_sites_keep_state_under_the_run_key(finished_run):
+    # issue 15, defect 4: a site's state between rounds belongs to this run only
+    _, run_dir = finished_run
+    record = json.loads((run_dir / "run.json").read_text())
+    assert len(record["run_key"]) == 32 and record["config"]["pretrain.rounds"] == 2
+    state = run_dir / "site-state" / "knee-a"
+    assert list((state / "runs" / record["run_key"]).glob("pretrain-state-*.safetensors"))
+    assert not list(state.glob("pretrain-state-*"))  # nothing keyed by round index only
+
+
+def test_resume_with_another_config_is_refused_in_one_line(finished_run):
+    # issue 15, defect 2: a finished run resumed with a changed config (exit 0 before)
+    exp, run_dir = finished_run
+    before = (run_dir / "history.jsonl").read_bytes(), (run_dir / "latest.json").read_bytes()
+    result = _federate(exp, run_dir, "--resume", "finetune.train.lr=0.01", "pretrain.rounds=3")
+    assert result.returncode == 2
+    line = _error_line(result)
+    assert "another configuration" in line and "finetune.train.lr" in line
+    assert "pretrain.rounds 2 -> 3" in line and "run.json" in line
+    after = (run_dir / "history.jsonl").read_bytes(), (run_dir / "latest.json").read_bytes()
+    assert after == before
+
+
+def test_resume_of_a_mistyped_run_dir_starts_nothing(tmp_path, finished_run):
+    exp, _ = finished_run
+    result = _federate(exp, tmp_path / "typo", "--resume")
+    assert result.returncode == 2
+    assert "holds no started federation" in _error_line(result)
+    assert not (tmp_path / "typo").exists()
+
+
+def test_coordinator_mistake_is_refused_before_ray(tmp_path, fed_sites):
+    # issue 15, defect 3: refused when the experiment loads, nothing written, no site asked
+    exp = write_experiment(tmp_path / "exp.yaml", sites=fed_sites)
+    result = _federate(exp, tmp_path / "run", "pretrain.timeout_s=-5")
+    assert result.returncode == 2
+    assert _error_line(result).startswith("error: pretrain.timeout_s must be a number of seconds")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_site_listed_twice_under_two_folders_is_refused(tmp_path, fed_sites):
+    import shutil
+
+    from fl_server.simulation import check_sites
+
+    copy = tmp_path / "knee-a-copy"
+    shutil.copytree(fed_sites[0], copy)  # same site.yaml site_id
+    check_sites([str(s) for s in fed_sites])
+    with pytest.raises(ValueError, match="are both site 'knee-a'.*list each site once"):
+        check_sites([*map(str, fed_sites), str(copy)])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from core.data.phantom.dicom_export import fake_patient, write_series
 from core.data.phantom.geometry import ViewGeometry
 from core.data.phantom.profiles import SiteProfile, get_profile
 from core.data.phantom.render import RenderedCase, render_case
+from core.paths import check_out_folder
 from core.views import LABELS, VIEWS, Joint, parse_joint
 
 GENERATOR = "orthofed-phantom"
@@ -109,9 +111,15 @@ def generate_site(
 
 
 def prepare_out_dir(out: Path, *, force: bool) -> None:
-    """Create `out`, or clear a previous phantom site there when `force` is set."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} is a file; choose a folder for the phantom site")
+    """Create `out`, or clear a previous phantom site there when `force` is set.
+
+    `force` replaces only a folder that holds nothing but what the generator wrote. It
+    refuses (naming them) when other files are there rather than removing only its own
+    files: a user's case folder or note left in a regenerated site would be read as part of
+    it (a case missing from labels.csv, a stray file in a series), and deleting anything the
+    generator did not write is never ours to do.
+    """
+    check_out_folder(out, option="--out")
     if out.is_dir() and any(out.iterdir()):
         if not is_phantom_site(out):
             raise ValueError(
@@ -119,8 +127,50 @@ def prepare_out_dir(out: Path, *, force: bool) -> None:
             )
         if not force:
             raise ValueError(f"{out} already holds a phantom site; pass --force to overwrite it")
+        foreign = foreign_files(out)
+        if foreign:
+            more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            raise ValueError(
+                f"{out} holds files the phantom generator did not write "
+                f"({', '.join(str(p) for p in foreign[:3])}{more}): --force would delete them; "
+                "move them away or choose another --out"
+            )
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+
+
+def foreign_files(site: Path) -> list[Path]:
+    """Paths under a phantom site (relative to it) that the generator did not write, judged
+    from its phantom.json: case folders with their series of IMnnnnn.dcm slices, masks/,
+    labels.csv, site.yaml and phantom.json."""
+    cases = json.loads((site / FACTS_NAME).read_text()).get("cases", {})
+    top = {"labels.csv", MANIFEST_NAME, FACTS_NAME, "masks", *cases}
+    masks = {f"{cid}.nii.gz" for cid in cases}
+    foreign = []
+    for path in sorted(site.rglob("*")):
+        rel = path.relative_to(site)
+        parts = rel.parts
+        if parts[0] not in top:
+            ours = False
+        elif parts[0] == "masks":
+            ours = len(parts) == 1 or (len(parts) == 2 and parts[1] in masks)
+        elif parts[0] in cases:
+            ours = _case_entry(parts[1:], series=cases[parts[0]].get("series", {}).values())
+        else:
+            ours = len(parts) == 1 and path.is_file()
+        if not ours and not any(parent in foreign for parent in rel.parents):
+            foreign.append(rel)
+    return foreign
+
+
+def _case_entry(parts: tuple[str, ...], *, series) -> bool:
+    """Whether a path inside a case folder is one the generator wrote (a series folder or
+    one of its IMnnnnn.dcm slices)."""
+    if not parts:
+        return True
+    if parts[0] not in set(series) or len(parts) > 2:
+        return False
+    return len(parts) == 1 or re.fullmatch(r"IM\d{5}\.dcm", parts[1]) is not None
 
 
 def is_phantom_site(folder: Path) -> bool:

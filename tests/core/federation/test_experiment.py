@@ -82,3 +82,46 @@ def test_presets_bring_their_own_pretraining_defaults(preset, schedule, lr):
 
     train = load_run_config(PretrainRunConfig, preset=preset, train="pretrain").train
     assert (train.lr_schedule, train.lr) == (schedule, lr)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["finetune.train.batch_size=-1"], "finetune.train.batch_size must be >= 1, got -1"),
+        (["finetune.train.lr=0"], "finetune.train.lr must be > 0, got 0.0"),
+        (["finetune.train.mode=bogus"], "finetune.train.mode: unknown fine-tuning mode 'bogus'"),
+        (["pretrain.train.batch_size=-1"], "pretrain.train.batch_size must be >= 1, got -1"),
+        (["pretrain.timeout_s=-5"], "pretrain.timeout_s must be a number of seconds > 0"),
+        (["finetune.timeout_s=0"], "finetune.timeout_s must be a number of seconds > 0"),
+        (["evaluate.timeout_s=-1"], "evaluate.timeout_s must be a number of seconds > 0"),
+        (["evaluate.min_sites=0"], "evaluate.min_sites must be >= 1, got 0"),
+        (["finetune.fraction=1.5"], "finetune.fraction must be in (0, 1], got 1.5"),
+        (["pretrain.min_sites_per_group=0"], "pretrain.min_sites_per_group must be >= 1, got 0"),
+        (
+            ["finetune.min_sites=4"],
+            "finetune.min_sites=4 but the experiment lists 3 site(s): set finetune.min_sites to "
+            "at most 3, or list more sites",
+        ),
+        (["evaluate.min_sites=5"], "evaluate.min_sites=5 but the experiment lists 3 site(s)"),
+        (["pretrain.min_sites_per_group=4"], "pretrain.min_sites_per_group=4 but the experiment"),
+        (
+            ["sites=[demo-sites/knee-3t,demo-sites/ankle-std,./demo-sites/knee-3t]"],
+            "sites: 'demo-sites/knee-3t' and './demo-sites/knee-3t' are the same site folder; "
+            "list each site once",
+        ),
+    ],
+)
+def test_coordinator_mistakes_are_refused_at_load_naming_key_and_fix(overrides, message):
+    # issue 15, defect 3: refused when the experiment loads, before Ray or any message
+    with pytest.raises(ValueError) as err:
+        load_experiment(CONFIGS / "demo.yaml", overrides=overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_site_count_limits_only_phases_that_run():
+    # a skipped phase's min_sites does not matter; a deployment lists no sites at all
+    load_experiment(CONFIGS / "demo.yaml", overrides=["finetune.rounds=0", "finetune.min_sites=9"])
+    load_experiment(
+        CONFIGS / "demo.yaml", overrides=["evaluate.enabled=false", "evaluate.min_sites=9"]
+    )
+    load_experiment(CONFIGS / "demo.yaml", overrides=["sites=[]", "pretrain.min_sites=9"])

@@ -270,3 +270,22 @@ def test_missing_budget_is_empty_and_a_bad_one_is_an_error(tmp_path):
     (tmp_path / BUDGET_FILE).write_text('{"history": [[1.0, 2.0, 3]]}')
     with pytest.raises(ValueError, match="never delete it"):
         SiteBudget.load(tmp_path, config=ClientDPConfig())
+
+
+def test_two_federations_at_one_site_never_share_noise(tmp_path):
+    """The same round index in two runs (same site secret) must draw different noise: the
+    difference of two releases with shared noise would cancel it. The same run redone
+    draws the same."""
+    config = ClientDPConfig(enabled=True, noise_multiplier=1.0)
+    cases = _cases(4, views=VIEWS[:1])
+
+    def weights(run_key: str) -> torch.Tensor:
+        trainer = _trainer(cases)
+        pretrain_privately(
+            trainer, config=config, state_dir=tmp_path, index=1, site_id="s", run_key=run_key
+        )
+        return torch.cat([p.detach().flatten() for p in trainer.unets[VIEWS[0]].parameters()])
+
+    run_a, run_b, run_a_again = weights("run-a"), weights("run-b"), weights("run-a")
+    assert torch.equal(run_a, run_a_again)
+    assert not torch.equal(run_a, run_b)

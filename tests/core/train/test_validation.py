@@ -55,7 +55,8 @@ def test_best_epoch_weights_are_restored(tiny_config, per_head):
 
 def test_training_stops_after_patience_without_improvement(tiny_config):
     model = build_model(tiny_config, joint="knee")
-    config = FinetuneConfig(epochs=30, batch_size=4, lr=0.0, weight_decay=0.0, patience=3)
+    # lr 1e-30 moves no float32 weight (far below their spacing): the loss never improves
+    config = FinetuneConfig(epochs=30, batch_size=4, lr=1e-30, weight_decay=0.0, patience=3)
     result = finetune(model, _cases(12), config=config)
     assert len(result.epoch_losses) == 4  # epoch 1 is the best; 3 more without improvement
     assert result.best_epochs == {"cls": 1, "seg": 1}

@@ -1,0 +1,104 @@
+"""Site updates held on disk while a round's replies arrive, so server memory stays bounded.
+
+Why hand-written: Flower's strategies keep every reply in memory until the round ends (about
+one model per site), and aggregation here must stay bit-identical whatever order replies
+arrive in (sites summed in id order, float64) and must see every site's update norm before
+it can reject outliers. Folding replies into running sums on arrival cannot give both, so
+each reply is checked, written group by group to a safetensors file in a round-scoped
+folder and dropped; `aggregate_round` then reads one array at a time back from disk in site
+order. Memory: the global model, the new one being built, one array per site for `median`
+and `trimmed_mean` (they need every site's value of one key at once), one float64 array for
+`weighted_mean`, and one float64 group for server DP (its clipping needs a whole-group norm).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from core.federation.groups import split_groups
+from core.federation.updates import GroupUpdate, SiteUpdate, rejection
+from core.federation.validate import group_problem
+
+SPOOL_PREFIX = ".spool-"
+
+
+class SpooledArrays(Mapping[str, np.ndarray]):
+    """One group's arrays in a safetensors file; each lookup reads that one array from disk."""
+
+    def __init__(self, path: Path, keys: list[str]) -> None:
+        self._path = path
+        self._keys = list(keys)
+        self._known = set(keys)
+
+    def __contains__(self, key: object) -> bool:  # Mapping's default would read the array
+        return key in self._known
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._known:
+            raise KeyError(key)
+        with safe_open(self._path, framework="numpy") as handle:
+            return handle.get_tensor(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+class UpdateSpool:
+    """A round's accepted-so-far updates on disk under `parent/.spool-*` (removed on close).
+
+    `add` checks each group against the global model right away (count, keys, shapes,
+    dtypes, finite values: the checks of `core.federation.validate`); a failing group is
+    recorded in `rejected` and never written. What is written is re-read lazily.
+    """
+
+    def __init__(self, *, parent: Path, global_state: Mapping[str, np.ndarray]) -> None:
+        parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_spools(parent)
+        self.directory = Path(tempfile.mkdtemp(prefix=SPOOL_PREFIX, dir=parent))
+        self._global_groups = split_groups(global_state)
+        self._count = 0
+        self.rejected: list[dict[str, str]] = []
+
+    def add(self, update: SiteUpdate) -> SiteUpdate:
+        """Write `update`'s good groups to disk; return it with arrays read from there."""
+        kept: dict[str, GroupUpdate] = {}
+        for group, group_update in update.groups.items():
+            problem = group_problem(
+                group=group, update=group_update, global_groups=self._global_groups
+            )
+            if problem:
+                self.rejected.append(rejection(site=update.site_id, group=group, reason=problem))
+                continue
+            self._count += 1
+            path = self.directory / f"{self._count:05d}.safetensors"
+            arrays = {key: np.ascontiguousarray(a) for key, a in group_update.arrays.items()}
+            save_file(arrays, str(path))
+            kept[group] = GroupUpdate(
+                arrays=SpooledArrays(path, list(arrays)), num_examples=group_update.num_examples
+            )
+        return SiteUpdate(site_id=update.site_id, groups=kept)
+
+    def close(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> UpdateSpool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def remove_stale_spools(parent: Path) -> None:
+    """Spool folders left by a process that was killed mid-round (never part of a result)."""
+    for stale in parent.glob(f"{SPOOL_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)

@@ -1,0 +1,107 @@
+"""UpdateSpool: replies on disk give bit-identical rounds, whatever order they arrive in."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from core.federation.accounting import GroupPrivacyAccountant
+from core.federation.config import AggregationConfig, ServerDPConfig
+from core.federation.server_round import aggregate_round
+from core.federation.spool import SPOOL_PREFIX, SpooledArrays, UpdateSpool
+from core.federation.updates import GroupUpdate, SiteUpdate
+
+GROUPS = ("backbone.sagittal", "backbone.coronal", "head.knee.cls", "head.ankle.cls")
+
+
+def _updates(make_state, make_update) -> tuple[dict, list[SiteUpdate]]:
+    global_state = make_state(GROUPS)
+    updates = [
+        make_update("site-a", make_state(GROUPS, seed=1), groups=GROUPS[:3], num_examples=7),
+        make_update("site-b", make_state(GROUPS, seed=2), groups=GROUPS[1:3], num_examples=3),
+        make_update("site-c", make_state(GROUPS, seed=3), groups=GROUPS[1:], num_examples=11),
+    ]
+    return global_state, updates
+
+
+def _round(global_state, updates, *, rule: str, dp: bool):
+    server_dp = ServerDPConfig(enabled=dp, noise_multiplier=0.7, clip_norm=0.5)
+    return aggregate_round(
+        global_state=global_state,
+        updates=updates,
+        config=AggregationConfig(rule=rule),
+        dp=server_dp,
+        rng=np.random.default_rng(5),
+        accountant=GroupPrivacyAccountant() if dp else None,
+        sample_rate=1.0,
+    )
+
+
+def _assert_same(left, right) -> None:
+    assert list(left.state) == list(right.state)
+    for key in left.state:
+        assert left.state[key].dtype == right.state[key].dtype
+        assert left.state[key].tobytes() == right.state[key].tobytes(), key
+    assert left.groups == right.groups and left.rejected == right.rejected
+
+
+@pytest.mark.parametrize(
+    ("rule", "dp"),
+    [("weighted_mean", False), ("median", False), ("trimmed_mean", False), ("weighted_mean", True)],
+)
+def test_spooled_round_is_bit_identical_in_any_arrival_order(
+    rule, dp, tmp_path, make_state, make_update
+):
+    global_state, updates = _updates(make_state, make_update)
+    in_memory = _round(global_state, updates, rule=rule, dp=dp)
+    for order in itertools.permutations(updates):
+        with UpdateSpool(parent=tmp_path, global_state=global_state) as spool:
+            spooled = [spool.add(update) for update in order]
+            assert all(
+                isinstance(g.arrays, SpooledArrays) for u in spooled for g in u.groups.values()
+            )
+            _assert_same(_round(global_state, spooled, rule=rule, dp=dp), in_memory)
+
+
+def test_bad_groups_are_rejected_on_arrival_and_never_written(tmp_path, make_state, make_update):
+    global_state, _ = _updates(make_state, make_update)
+    hostile = make_state(GROUPS, seed=4)
+    hostile["backbone.sagittal.conv.weight"][0, 0] = np.inf
+    update = make_update("mallory", hostile, groups=GROUPS[:3], num_examples=2)
+    update.groups["backbone.coronal"].arrays["backbone.coronal.conv.weight"] = np.zeros((9, 9))
+    update.groups["head.shoulder.seg"] = GroupUpdate(arrays={}, num_examples=1)
+    with UpdateSpool(parent=tmp_path, global_state=global_state) as spool:
+        kept = spool.add(update)
+        assert list(kept.groups) == ["head.knee.cls"]
+        reasons = {r["group"]: r["reason"] for r in spool.rejected}
+        assert set(reasons) == {"backbone.sagittal", "backbone.coronal", "head.shoulder.seg"}
+        assert "non-finite" in reasons["backbone.sagittal"]
+        assert "wrong shape" in reasons["backbone.coronal"]
+        assert "not part of the global model" in reasons["head.shoulder.seg"]
+        assert len(list(spool.directory.iterdir())) == 1
+
+
+def test_spool_folder_is_removed_on_close_and_stale_ones_on_open(tmp_path, make_state):
+    global_state = make_state(GROUPS)
+    stale = tmp_path / f"{SPOOL_PREFIX}killed"
+    stale.mkdir()
+    (stale / "00001.safetensors").write_bytes(b"left by a killed server")
+    with UpdateSpool(parent=tmp_path, global_state=global_state) as spool:
+        assert not stale.exists() and spool.directory.is_dir()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_spooled_arrays_read_only_the_key_asked_for(tmp_path, make_state, make_update):
+    global_state = make_state(GROUPS)
+    with UpdateSpool(parent=tmp_path, global_state=global_state) as spool:
+        update = spool.add(make_update("a", make_state(GROUPS, seed=1), groups=GROUPS[:1]))
+        arrays = update.groups[GROUPS[0]].arrays
+        assert "backbone.sagittal.conv.weight" in arrays and "other" not in arrays
+        np.testing.assert_array_equal(
+            arrays["backbone.sagittal.conv.weight"],
+            make_state(GROUPS, seed=1)["backbone.sagittal.conv.weight"],
+        )
+        with pytest.raises(KeyError):
+            arrays["other"]

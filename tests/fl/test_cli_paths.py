@@ -1,0 +1,53 @@
+"""Coordinator commands refuse collisions and conflicts in one line (issue 15, defects 6 and
+10): `federate --run-dir` naming a file; `superlink --certs X --insecure`; a plaintext
+SuperLink listens on loopback unless --host says otherwise."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from fl_server import deploy_commands
+from fl_server.cli import build_full_app
+
+
+@pytest.fixture
+def started(monkeypatch):
+    """The Flower command each `superlink` would exec (nothing is started)."""
+    commands: list[list[str]] = []
+    monkeypatch.setattr(deploy_commands, "_exec", commands.append)
+    return commands
+
+
+def test_federate_run_dir_naming_a_file_is_one_line(tmp_path):
+    sites = [tmp_path / "s1", tmp_path / "s2"]
+    for site in sites:
+        site.mkdir()
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"name: t\njoints: [knee]\nsites: [{sites[0]}, {sites[1]}]\n")
+    taken = tmp_path / "taken"
+    taken.write_text("keep")
+    for run_dir in (taken, taken / "run"):
+        args = ["federate", "--config", str(exp), "--run-dir", str(run_dir)]
+        result = CliRunner().invoke(build_full_app(), args)
+        assert result.exit_code == 2, result.output
+        assert f"{taken} is a file where a folder is needed" in result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert taken.read_text() == "keep"
+
+
+def test_superlink_refuses_certs_with_insecure(tmp_path, started):
+    args = ["superlink", "--certs", str(tmp_path), "--insecure", "--no-auth"]
+    result = CliRunner().invoke(build_full_app(), args)
+    assert result.exit_code == 2, result.output
+    assert f"--certs {tmp_path} and --insecure conflict" in result.output
+    assert started == []
+
+
+def test_plaintext_superlink_stays_on_loopback_unless_told(started):
+    app = build_full_app()
+    assert CliRunner().invoke(app, ["superlink", "--insecure"]).exit_code == 0
+    args = ["superlink", "--insecure", "--host", "0.0.0.0"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    hosts = [cmd[cmd.index("--host") + 1] for cmd in started]
+    assert hosts == ["127.0.0.1", "0.0.0.0"]
