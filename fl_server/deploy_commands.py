@@ -210,7 +210,7 @@ def submit(
         run_id = deploy_submit.start_run(run_config)
         typer.echo(f"run {run_id} submitted; waiting (follow it with: flwr log {run_id} orthofed)")
         outcome = deploy_submit.wait_for_run(run_id, timeout_s=timeout_s)
-    except (RuntimeError, TimeoutError) as err:
+    except (RuntimeError, TimeoutError, ConnectionError) as err:
         fail(str(err), code=1)
     if not outcome.ok:
         detail = f" ({outcome.details})" if outcome.details else ""

@@ -12,6 +12,7 @@ client of the `flwr` CLI in-process: each `flwr` start costs seconds of CPU.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import tempfile
@@ -19,12 +20,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import tomli
 import tomli_w
 
 from fl_server.deploy import check_address, flower_executable
 
 CONNECTION = "orthofed"
+# How long the SuperLink may fail to answer status polls in a row before `submit` gives up.
+UNREACHABLE_S = 300.0
+
+log = logging.getLogger("orthofed.submit")
 APP_DIR = Path(__file__).resolve().parents[1]  # the project root holding pyproject.toml
 
 
@@ -134,17 +140,44 @@ def run_status(client, run_id: int) -> tuple[str, str]:
     return text, status.details
 
 
-def wait_for_run(run_id: int, *, timeout_s: float | None = None, poll_s: float = 2.0) -> RunOutcome:
-    """Poll until the run is finished (any sub-status) or `timeout_s` passes (TimeoutError)."""
+def wait_for_run(
+    run_id: int,
+    *,
+    timeout_s: float | None = None,
+    poll_s: float = 2.0,
+    unreachable_s: float = UNREACHABLE_S,
+    client=None,
+) -> RunOutcome:
+    """Poll until the run is finished (any sub-status) or `timeout_s` passes (TimeoutError).
+
+    A poll that fails on the network (a TLS handshake or connection timing out on a loaded
+    coordinator) is retried; only a SuperLink silent for `unreachable_s` in a row ends the
+    wait, with a ConnectionError saying the run may still be going."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    client = control_client()
+    own_client = client is None
+    client = control_client() if own_client else client
+    silent_since: float | None = None
     try:
         while True:
-            status, details = run_status(client, run_id)
+            try:
+                status, details = run_status(client, run_id)
+                silent_since = None
+            except httpx.TransportError as err:
+                silent_since = silent_since or time.monotonic()
+                if time.monotonic() - silent_since > unreachable_s:
+                    raise ConnectionError(
+                        f"the SuperLink has not answered for {unreachable_s:.0f}s ({err}); run "
+                        f"{run_id} may still be going: follow it with 'flwr log {run_id} "
+                        f"{CONNECTION}', or resubmit with --resume"
+                    ) from None
+                log.warning("SuperLink did not answer (%s); retrying", err)
+                time.sleep(poll_s)
+                continue
             if status.startswith("finished"):
                 return RunOutcome(run_id=run_id, status=status, details=details)
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} still {status} after {timeout_s:.0f}s")
             time.sleep(poll_s)
     finally:
-        client.close()
+        if own_client:
+            client.close()

@@ -3,6 +3,8 @@
 import ast
 from pathlib import Path
 
+import pytest
+
 CORE = Path(__file__).resolve().parents[2] / "core"
 
 
@@ -31,3 +33,23 @@ def test_the_walker_detects_flwr_imports(tmp_path):
     sample = tmp_path / "x.py"
     sample.write_text("import os\nfrom flwr.app import Message\n")
     assert "flwr" in _imported_roots(sample)
+
+
+# docs/architecture.md: each layer imports only the layers below it.
+FORBIDDEN = {
+    "core": {"flwr", "fl_client", "fl_server", "reproduce", "bench"},
+    "fl_client": {"fl_server", "reproduce", "bench"},
+    "fl_server": {"reproduce", "bench"},
+}
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_layers_import_only_downwards(package):
+    root = CORE.parent / package
+    modules = sorted(root.rglob("*.py"))
+    assert modules
+    offenders = {
+        str(p.relative_to(CORE.parent)): sorted(_imported_roots(p) & FORBIDDEN[package])
+        for p in modules
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
