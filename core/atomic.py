@@ -1,16 +1,28 @@
 """Atomic file writes: temp file in the same folder, fsync, rename. A crash at any moment
-leaves either the old file or the new one, never a half-written one."""
+leaves either the old file or the new one, never a half-written one.
+
+A full disk (ENOSPC, or a quota: EDQUOT) raises an OSError naming the file that could not be
+written (a write's own error names none), after the temp file is removed; the old file is
+left as it was. A kill leaves at most a temp file `.<name>.<random>.tmp` beside the target,
+never mistaken for it (`leftover_temp_files` finds them for cleanup).
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+_CHUNK = 1 << 24  # bytes per write call
+_TEMP = re.compile(r"\..+\.[^.]+\.tmp")  # .<name>.<random>.tmp, as written below
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -24,20 +36,87 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def is_no_space(err: BaseException) -> bool:
+    """Whether `err` is a full disk or an exhausted quota."""
+    return isinstance(err, OSError) and err.errno in NO_SPACE
+
+
+def no_space_error(err: OSError, path: Path) -> OSError:
+    """`err` (ENOSPC/EDQUOT) naming `path`, the file that could not be written."""
+    return OSError(err.errno, os.strerror(err.errno), str(path))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.write(fd, view[:_CHUNK])
+        if written <= 0:  # a regular file never does this; never loop on it
+            raise OSError(errno.EIO, "write made no progress")
+        view = view[written:]
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        if is_no_space(err):
+            raise no_space_error(err, path) from None
+        raise
+    try:
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if is_no_space(err):
+            raise no_space_error(err, path) from None
         raise
     _fsync_dir(path.parent)
+
+
+def append_bytes_durable(path: Path, data: bytes) -> None:
+    """Append `data` to `path` and fsync. On an error (a full disk) the file is cut back to
+    its old length, so no partial record stays; a kill can still leave one (readers of
+    append-only files must ignore a torn last line)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as err:
+        if is_no_space(err):
+            raise no_space_error(err, path) from None
+        raise
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        except BaseException as err:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            if is_no_space(err):
+                raise no_space_error(err, path) from None
+            raise
+    finally:
+        os.close(fd)
+
+
+def leftover_temp_files(folder: Path, *, prefix: str = "") -> list[Path]:
+    """Temp files an interrupted `write_bytes_atomic` left in `folder` (for targets whose name
+    starts with `prefix`). Only call this where no other process is writing into `folder`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p for p in folder.glob(f".{prefix}*.tmp") if _TEMP.fullmatch(p.name) and p.is_file()
+    )
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
@@ -103,11 +103,27 @@ def save_checkpoint(
     return json_path
 
 
-def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file (never unpickles); ValueError when unreadable."""
+def weight_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in safetensors file `path`, from its header alone (which
+    safetensors caps at 100 MB); never reads a tensor. ValueError unless the header parses
+    and its tensors exactly cover the file (a truncated or padded file, a header length or
+    a tensor larger than the file)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: checkpoint file not found")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable safetensors checkpoint ({err})") from None
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file (never unpickles); ValueError when unreadable. The
+    header is checked first, so a damaged or hostile file is refused before its body is
+    read into memory."""
+    path = Path(path)
+    weight_shapes(path)
     try:
         return load_safetensors_bytes(path.read_bytes())
     except (SafetensorError, ValueError) as err:

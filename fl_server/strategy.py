@@ -39,7 +39,12 @@ class CollectedReplies:
 
 
 def _spool_reply(
-    content: RecordDict, *, site_id: str, examples: Mapping[str, int], spool: UpdateSpool
+    content: RecordDict,
+    *,
+    site_id: str,
+    examples: Mapping[str, int],
+    spool: UpdateSpool,
+    joint: str | None,
 ) -> SiteUpdate:
     """The reply's arrays, group by group, onto disk; each group's bytes are dropped from
     the message once written, so a reply never exists twice in memory."""
@@ -60,12 +65,17 @@ def _spool_reply(
             groups={group: GroupUpdate(arrays=arrays, num_examples=examples[group])},
         )
         del arrays
-        spooled.update(spool.add(update).groups)
+        spooled.update(spool.add(update, joint=joint).groups)
     return SiteUpdate(site_id=site_id, groups=spooled)
 
 
 def _collect_one(
-    msg: Message, *, node_sites: Mapping[int, str], spool: UpdateSpool, out: CollectedReplies
+    msg: Message,
+    *,
+    node_sites: Mapping[int, str],
+    node_joints: Mapping[int, str],
+    spool: UpdateSpool,
+    out: CollectedReplies,
 ) -> None:
     node = msg.metadata.src_node_id
     site = node_sites.get(node, f"node-{node}")
@@ -81,7 +91,13 @@ def _collect_one(
         if parsed["refused"]:
             out.failures.append({"site": site, "reason": parsed["refused"]})
             return
-        update = _spool_reply(msg.content, site_id=site, examples=parsed["examples"], spool=spool)
+        update = _spool_reply(
+            msg.content,
+            site_id=site,
+            examples=parsed["examples"],
+            spool=spool,
+            joint=node_joints.get(node),
+        )
     except (ValueError, KeyError, TypeError) as err:
         reason = str(err) if "malformed" in str(err) else f"malformed reply: {err}"
         out.failures.append({"site": site, "reason": reason})
@@ -91,12 +107,21 @@ def _collect_one(
 
 
 def collect_replies(
-    replies: Iterable[Message], *, node_sites: Mapping[int, str], spool: UpdateSpool
+    replies: Iterable[Message],
+    *,
+    node_sites: Mapping[int, str],
+    spool: UpdateSpool,
+    node_joints: Mapping[int, str] | None = None,
 ) -> CollectedReplies:
-    """Parse and spool each reply as `replies` yields it; nothing keeps the message after."""
+    """Parse and spool each reply as `replies` yields it; nothing keeps the message after.
+
+    `node_joints`: each node's joint as it declared it when discovered; a head of another
+    joint in its reply is rejected (a knee site cannot have trained `head.ankle.cls`)."""
     out = CollectedReplies()
     for msg in replies:
-        _collect_one(msg, node_sites=node_sites, spool=spool, out=out)
+        _collect_one(
+            msg, node_sites=node_sites, node_joints=node_joints or {}, spool=spool, out=out
+        )
     out.rejected = list(spool.rejected)
     return out
 

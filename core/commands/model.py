@@ -104,7 +104,7 @@ def finetune(
     """Fine-tune the task heads (and optionally backbones) of the site's joint."""
     from core.checkpoint import load_checkpoint
     from core.config import to_dict
-    from core.models.loading import model_config_of
+    from core.models.loading import checked_model_config
     from core.tracking import require_tracking
     from core.train.finetune import check_finetune_config
     from core.train.loops import check_finetune_out, run_finetuning
@@ -116,7 +116,7 @@ def finetune(
     extra = [f"train.mode={mode}", f"train.label_fraction={label_fraction}"]
     extra += [f"train.epochs={epochs}"] if epochs is not None else []
     config = _finetune_config(
-        to_dict(model_config_of(source, source=init)), extra + list(overrides or [])
+        to_dict(checked_model_config(source, source=init)), extra + list(overrides or [])
     )
     check_finetune_config(config.train)  # e.g. train.lr=-1: refused before data is read
     opened, cases, key = _site_cases(site, model_config=config.model)
@@ -231,10 +231,10 @@ def info(
     site if DP was on, recorded held-out metrics and decision thresholds."""
     import json
 
-    from core.checkpoint import load_manifest
     from core.model_card import card_text, model_card
+    from core.models.loading import checked_manifest
 
-    card = model_card(load_manifest(checkpoint))
+    card = model_card(checked_manifest(checkpoint))  # never vouches for damaged weights
     typer.echo(json.dumps(card, indent=2) if as_json else card_text(card))
 
 

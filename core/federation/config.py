@@ -35,6 +35,9 @@ class AggregationConfig:
     `norm_factor`: an update whose L2 distance to the global group is more than this many
     times the median distance of the sites that sent the group is rejected; the check only
     runs when at least `norm_min_sites` sites sent the group (a median of 1-2 is no baseline).
+    `max_relative_norm`: whatever the number of sites, an update farther from the global group
+    than this many times the group's own L2 norm is rejected (a sanity bound: legitimate
+    rounds move a group by a fraction of its norm, a scaled or exploding update by far more).
     `trim_fraction`: fraction of sites dropped at each end per coordinate (`trimmed_mean`).
     """
 
@@ -42,6 +45,7 @@ class AggregationConfig:
     trim_fraction: float = 0.1
     norm_factor: float = 10.0
     norm_min_sites: int = 3
+    max_relative_norm: float = 100.0
 
     def __post_init__(self) -> None:
         self.rule = parse_rule(self.rule).value
@@ -54,6 +58,11 @@ class AggregationConfig:
             raise ValueError(
                 f"aggregation.norm_factor={self.norm_factor}: must be a finite number > 1 "
                 "(e.g. 10 rejects updates 10x larger than the median update of the group)"
+            )
+        if not (math.isfinite(self.max_relative_norm) and self.max_relative_norm > 0):
+            raise ValueError(
+                f"aggregation.max_relative_norm={self.max_relative_norm}: must be a finite "
+                "number > 0 (e.g. 100 rejects updates 100x larger than the group's weights)"
             )
         if self.norm_min_sites < 3:
             raise ValueError(

@@ -3,8 +3,11 @@
 Flower has no checkpoint/resume (rounds restart at 1), so the server owns it. A round counts
 as completed only once `latest.json` names it; the write order per round is
 checkpoint (.safetensors, then .json manifest) -> history line -> latest.json, each atomic.
-On resume, history lines and checkpoints after the latest completed round are dropped, so a
-kill at any moment (mid-round or mid-checkpoint) leaves a consistent run to continue.
+On resume, history lines and checkpoints after the latest completed round are dropped (and
+temp files of interrupted writes removed), so a kill at any moment (mid-round or
+mid-checkpoint) leaves a consistent run to continue. A write that fails (a full disk: an
+OSError naming the file) undoes the round's files before it propagates; the previous round
+stays the latest.
 """
 
 from __future__ import annotations
@@ -17,7 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from core.atomic import load_arrays, save_arrays_atomic, write_bytes_atomic, write_json_atomic
+from core.atomic import (
+    append_bytes_durable,
+    leftover_temp_files,
+    load_arrays,
+    save_arrays_atomic,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 
 LATEST = "latest.json"
 HISTORY = "history.jsonl"
@@ -63,26 +73,45 @@ class RunDir:
     ) -> Path:
         """Persist one completed round (see the module docstring for the write order)."""
         weights = self.checkpoint_path(index)
-        save_arrays_atomic(weights, state, metadata={"format": "orthofed-global"})
-        full_manifest = {**manifest, "round_index": index, "keys": list(state)}
-        write_json_atomic(weights.with_suffix(".json"), full_manifest)
-        self.append_history(history_record)
-        latest = {
-            "index": index,
-            "phase": history_record.get("phase"),
-            "round": history_record.get("round"),
-            "checkpoint": str(weights.relative_to(self.root)),
-            "server_state": server_state,
-        }
-        write_json_atomic(self.root / LATEST, latest)
+        history_size = self.history_path.stat().st_size if self.history_path.is_file() else 0
+        try:
+            save_arrays_atomic(weights, state, metadata={"format": "orthofed-global"})
+            full_manifest = {**manifest, "round_index": index, "keys": list(state)}
+            write_json_atomic(weights.with_suffix(".json"), full_manifest)
+            self.append_history(history_record)
+            latest = {
+                "index": index,
+                "phase": history_record.get("phase"),
+                "round": history_record.get("round"),
+                "checkpoint": str(weights.relative_to(self.root)),
+                "server_state": server_state,
+            }
+            write_json_atomic(self.root / LATEST, latest)
+        except BaseException:
+            self._undo_round(index, history_size=history_size)
+            raise
         return weights
 
+    def _undo_round(self, index: int, *, history_size: int) -> None:
+        """Best effort after a failed `save_round`: unless latest.json made it, the round's
+        checkpoint and history line go (resume would drop them anyway)."""
+        try:
+            if int((self.latest() or {}).get("index", 0)) == index:
+                return  # interrupted after the round counted: keep it
+        except (ValueError, TypeError, OSError):
+            return
+        weights = self.checkpoint_path(index)
+        for path in (weights.with_suffix(".json"), weights):
+            path.unlink(missing_ok=True)
+        try:
+            if self.history_path.is_file() and self.history_path.stat().st_size > history_size:
+                os.truncate(self.history_path, history_size)
+        except OSError:
+            pass
+
     def append_history(self, record: dict[str, Any]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.history_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        line = json.dumps(record, sort_keys=False) + "\n"
+        append_bytes_durable(self.history_path, line.encode("utf-8"))
 
     def read_history(self) -> list[dict[str, Any]]:
         """Complete history lines (a torn last line from a crash is ignored)."""
@@ -138,5 +167,6 @@ class RunDir:
                     continue
                 if n > index:
                     path.unlink(missing_ok=True)
-            for tmp in self.global_dir.glob(".*.tmp"):
+        for folder in (self.root, self.global_dir):  # what interrupted atomic writes left
+            for tmp in leftover_temp_files(folder):
                 tmp.unlink(missing_ok=True)

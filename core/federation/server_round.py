@@ -117,6 +117,7 @@ def aggregate_round(
         updates=updates,
         norm_factor=config.norm_factor,
         norm_min_sites=config.norm_min_sites,
+        max_relative_norm=config.max_relative_norm,
     )
     if dp is None or not dp.enabled:
         state, summary = aggregate_updates(

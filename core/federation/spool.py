@@ -13,15 +13,18 @@ and `trimmed_mean` (they need every site's value of one key at once), one float6
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from core.atomic import is_no_space
 from core.federation.groups import split_groups
 from core.federation.updates import GroupUpdate, SiteUpdate, rejection
 from core.federation.validate import group_problem
@@ -69,12 +72,14 @@ class UpdateSpool:
         self._count = 0
         self.rejected: list[dict[str, str]] = []
 
-    def add(self, update: SiteUpdate) -> SiteUpdate:
-        """Write `update`'s good groups to disk; return it with arrays read from there."""
+    def add(self, update: SiteUpdate, *, joint: str | None = None) -> SiteUpdate:
+        """Write `update`'s good groups to disk; return it with arrays read from there.
+
+        `joint`: the site's joint as it declared it, when known (heads of others are refused)."""
         kept: dict[str, GroupUpdate] = {}
         for group, group_update in update.groups.items():
             problem = group_problem(
-                group=group, update=group_update, global_groups=self._global_groups
+                group=group, update=group_update, global_groups=self._global_groups, joint=joint
             )
             if problem:
                 self.rejected.append(rejection(site=update.site_id, group=group, reason=problem))
@@ -82,7 +87,7 @@ class UpdateSpool:
             self._count += 1
             path = self.directory / f"{self._count:05d}.safetensors"
             arrays = {key: np.ascontiguousarray(a) for key, a in group_update.arrays.items()}
-            save_file(arrays, str(path))
+            _save(arrays, path)
             kept[group] = GroupUpdate(
                 arrays=SpooledArrays(path, list(arrays)), num_examples=group_update.num_examples
             )
@@ -96,6 +101,17 @@ class UpdateSpool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _save(arrays: dict[str, np.ndarray], path: Path) -> None:
+    """safetensors' own writer; a full disk becomes an OSError naming the spool folder (its
+    error names no file), never an error blamed on the site whose update was being written."""
+    try:
+        save_file(arrays, str(path))
+    except (SafetensorError, OSError) as err:
+        if is_no_space(err) or "os error 28" in str(err) or "os error 122" in str(err):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path.parent)) from None
+        raise
 
 
 def remove_stale_spools(parent: Path) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.federation.groups import split_groups, validate_group_name
+from core.federation.groups import HEAD, split_groups, validate_group_name
 from core.federation.updates import (
     GroupUpdate,
     SiteUpdate,
@@ -79,15 +79,20 @@ def group_problem(
     group: str,
     update: GroupUpdate,
     global_groups: Mapping[str, Mapping[str, np.ndarray]],
+    joint: str | None = None,
 ) -> str | None:
     """Why one site's update of `group` is unusable on its own (name, membership in the
-    global model, count, keys, arrays), or None; the norm check needs the other sites too."""
+    global model, a head of another joint than the site's `joint` when known, count, keys,
+    arrays), or None; the norm check needs the other sites too."""
     try:
         validate_group_name(group)
     except ValueError as err:
         return str(err)
     if group not in global_groups:
         return f"group {group!r} is not part of the global model"
+    parts = group.split(".")
+    if joint and parts[0] == HEAD and parts[1] != joint:
+        return f"a {joint} site cannot have trained {group!r} (heads of {parts[1]} sites only)"
     return check_group_update(update=update, reference=global_groups[group])
 
 
@@ -97,6 +102,16 @@ def update_norm(*, arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.
     for key, ref in reference.items():
         diff = arrays[key].astype(np.float64) - ref.astype(np.float64)
         total += float(np.dot(diff.ravel(), diff.ravel()))
+    return float(np.sqrt(total))
+
+
+def group_norm(reference: Mapping[str, np.ndarray]) -> float:
+    """L2 norm of one global group's floating-point arrays, in float64."""
+    total = 0.0
+    for array in reference.values():
+        if np.issubdtype(array.dtype, np.floating):
+            flat = array.astype(np.float64).ravel()
+            total += float(np.dot(flat, flat))
     return float(np.sqrt(total))
 
 
@@ -127,16 +142,27 @@ def _group_rejections(
     global_groups: Mapping[str, Mapping[str, np.ndarray]],
     norm_factor: float,
     norm_min_sites: int,
+    max_relative_norm: float,
 ) -> dict[str, str]:
     """`{site: reason}` for the sites whose update of `group` fails a check."""
     reasons: dict[str, str] = {}
     norms: dict[str, float] = {}
+    scale: float | None = None
     for site, update in contributions:
         problem = group_problem(group=group, update=update, global_groups=global_groups)
         if problem:
             reasons[site] = problem
+            continue
+        reference = global_groups[group]
+        norm = update_norm(arrays=update.arrays, reference=reference)
+        scale = group_norm(reference) if scale is None else scale
+        if scale > 0 and norm > max_relative_norm * scale:
+            reasons[site] = (
+                f"update norm {norm:.4g} is {norm / scale:.3g}x the norm {scale:.4g} of the "
+                f"global group (limit {max_relative_norm:g}x)"
+            )
         else:
-            norms[site] = update_norm(arrays=update.arrays, reference=global_groups[group])
+            norms[site] = norm
     reasons.update(norm_outliers(norms, factor=norm_factor, min_sites=norm_min_sites))
     return reasons
 
@@ -147,6 +173,7 @@ def validate_updates(
     updates: Sequence[SiteUpdate],
     norm_factor: float = 10.0,
     norm_min_sites: int = 3,
+    max_relative_norm: float = 100.0,
 ) -> ValidationResult:
     """Check every (site, group); return the accepted part of each update and the rejections.
 
@@ -162,6 +189,7 @@ def validate_updates(
             global_groups=global_groups,
             norm_factor=norm_factor,
             norm_min_sites=norm_min_sites,
+            max_relative_norm=max_relative_norm,
         )
         for site, reason in reasons.items():
             rejected_groups.setdefault(site, set()).add(group)

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import torch
 
-from core.checkpoint import Checkpoint, load_checkpoint, load_state
+from core.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    load_manifest,
+    load_state,
+    state_mismatch,
+    weight_shapes,
+)
 from core.config import ModelConfig, load_config
 from core.models.registry import OrthoModel, build_model
 from core.views import Joint, parse_joint
@@ -14,10 +21,46 @@ from core.views import Joint, parse_joint
 
 def model_config_of(checkpoint: Checkpoint, *, source: str | Path) -> ModelConfig:
     """The ModelConfig stored in a checkpoint manifest."""
-    model = checkpoint.manifest.get("config", {}).get("model")
+    config = checkpoint.manifest.get("config")
+    model = config.get("model") if isinstance(config, dict) else None
     if not isinstance(model, dict):
         raise ValueError(f"{source}: manifest has no model configuration")
     return load_config(ModelConfig, data=model)
+
+
+def checked_model_config(
+    checkpoint: Checkpoint, *, source: str | Path, joint: Joint | str | None = None
+) -> ModelConfig:
+    """The manifest's ModelConfig, after checking that the checkpoint's tensors fit the model
+    it describes (backbones, and `joint`'s heads when given). The model is laid out on the
+    meta device for this, so a manifest that lies (e.g. channels far larger than the
+    weights) is refused before anything of its size is allocated."""
+    config = model_config_of(checkpoint, source=source)
+    chosen = parse_joint(str(joint)) if joint is not None else None
+    with torch.device("meta"):
+        layout = OrthoModel(config, joint=chosen or Joint.KNEE)
+    kept = ("backbone.",) + ((f"head.{chosen.value}.",) if chosen else ())
+    expected = {k: t for k, t in layout.state_dict().items() if k.startswith(kept)}
+    given = {k: t for k, t in checkpoint.tensors.items() if k.startswith(kept)}
+    problems = state_mismatch(expected, given, partial=True)
+    if problems:
+        raise ValueError(
+            f"{source}: checkpoint does not fit the model its manifest describes: "
+            + "; ".join(problems)
+        )
+    return config
+
+
+def checked_manifest(path: str | Path) -> dict:
+    """The manifest of checkpoint `path`, after checking from the weights file's header
+    alone (no tensor is read, no model built) that the weights are whole and fit the model
+    the manifest describes: what `orthofed info` vouches for."""
+    manifest = load_manifest(path)
+    shapes = {k: torch.empty(s, device="meta") for k, s in weight_shapes(path).items()}
+    header = Checkpoint(tensors=shapes, manifest=manifest)
+    for joint in heads_in(shapes) or [None]:
+        checked_model_config(header, source=path, joint=joint)
+    return manifest
 
 
 def usable_tensors(model: OrthoModel, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -71,9 +114,9 @@ def model_from_checkpoint(
     chosen = joint or checkpoint.manifest.get("joint")
     if not chosen:
         raise ValueError(f"{path}: manifest names no joint; pass one")
-    model = build_model(
-        model_config_of(checkpoint, source=path), joint=parse_joint(str(chosen)), seed=seed
-    )
+    joint = parse_joint(str(chosen))
+    config = checked_model_config(checkpoint, source=path, joint=joint)
+    model = build_model(config, joint=joint, seed=seed)
     tensors = usable_tensors(model, checkpoint.tensors)
     if require_heads and not any(k.startswith(f"head.{model.joint.value}.") for k in tensors):
         raise ValueError(_missing_heads_message(path, model.joint, checkpoint.tensors))

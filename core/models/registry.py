@@ -35,7 +35,8 @@ class OrthoModel(nn.Module):
         validate_model_config(config)
         self.config = config
         self.joint = parse_joint(str(joint))
-        self.scheduler = build_scheduler(config.diffusion)
+        with torch.device("cpu"):  # also when laid out on "meta" for a shape check
+            self.scheduler = build_scheduler(config.diffusion)
         self.backbone = nn.ModuleDict({v.value: build_backbone(config.backbone) for v in VIEWS})
         heads = nn.ModuleDict(
             {

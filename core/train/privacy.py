@@ -215,9 +215,16 @@ class SiteBudget:
         )
 
     def spend(self, entries: Sequence[Entry]) -> None:
-        """Add `entries` to the history and write the file atomically."""
+        """Add `entries` to the history and write the file atomically. When the write fails
+        (a full disk: OSError naming the file) the file and this object keep the old history
+        and the error propagates, so the round's training is never released."""
+        before = self.history
         self.history = merge_history([*self.history, *entries])
-        write_json_atomic(self.path, self.to_dict())
+        try:
+            write_json_atomic(self.path, self.to_dict())
+        except BaseException:
+            self.history = before
+            raise
 
     def to_dict(self) -> dict[str, Any]:
         return {

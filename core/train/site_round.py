@@ -115,25 +115,35 @@ def run_state_dir(state_dir: Path, run_key: str) -> Path:
 
 
 def _latest_state(state_dir: Path, *, before: int) -> tuple[int, Path] | None:
+    """The newest complete state before round `before`: its .json is written last, so a
+    state whose .json is missing was interrupted (a kill between the two writes): skipped."""
     found = []
     for path in state_dir.glob(f"{STATE_PREFIX}*.safetensors"):
         try:
             index = int(path.stem[len(STATE_PREFIX) :])
         except ValueError:
             continue
-        if index < before:
+        if index < before and path.with_suffix(".json").is_file():
             found.append((index, path))
     return max(found) if found else None
 
 
 def _save_state(trainer, *, state_dir: Path, index: int) -> None:
-    from core.atomic import write_json_atomic
+    """Weights, then the .json that marks them complete, each atomic. A failed write (a full
+    disk: OSError naming the file) leaves the earlier states as they were."""
+    from core.atomic import leftover_temp_files, write_json_atomic
     from core.checkpoint import atomic_write_bytes, tensors_to_bytes
 
     tensors, meta = trainer.state()
     path = state_dir / f"{STATE_PREFIX}{index:04d}.safetensors"
+    for tmp in leftover_temp_files(state_dir, prefix=STATE_PREFIX):  # from a killed write
+        tmp.unlink(missing_ok=True)
     atomic_write_bytes(path, tensors_to_bytes(tensors))
-    write_json_atomic(path.with_suffix(".json"), {"step": trainer.step, **meta})
+    try:
+        write_json_atomic(path.with_suffix(".json"), {"step": trainer.step, **meta})
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     for old in state_dir.glob(f"{STATE_PREFIX}*"):  # keep the two newest rounds
         try:
             n = int(old.name[len(STATE_PREFIX) :].split(".")[0])

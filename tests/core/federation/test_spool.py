@@ -105,3 +105,78 @@ def test_spooled_arrays_read_only_the_key_asked_for(tmp_path, make_state, make_u
         )
         with pytest.raises(KeyError):
             arrays["other"]
+
+
+# --- hostile updates, on the server's path (spool, then aggregate_round) ----------------------
+
+HOSTILE = {  # kind -> (group, reason recorded)
+    "norm_1e6": ("backbone.sagittal", "update norm"),
+    "group_outside_the_model": ("head.shoulder.seg", "not part of the global model"),
+}
+
+
+def _hostile(kind: str, global_state: dict, make_state, make_update) -> SiteUpdate:
+    """mallory sends an honest head.knee.cls and one hostile group of `kind`."""
+    group, _ = HOSTILE[kind]
+    update = make_update("mallory", make_state(GROUPS, seed=9), groups=["head.knee.cls"])
+    if kind == "norm_1e6":  # the global weights plus a delta of L2 norm 1e6, all finite
+        keys = [k for k in global_state if k.startswith(group + ".")]
+        size = sum(global_state[k].size for k in keys)
+        arrays = {k: global_state[k] + np.float32(1e6 / np.sqrt(size)) for k in keys}
+    else:  # a group the global model does not have (a joint no site of the run trains)
+        arrays = {f"{group}.conv.weight": np.full((2, 3), 1e6, np.float32)}
+    update.groups[group] = GroupUpdate(arrays=arrays, num_examples=50)
+    return update
+
+
+@pytest.mark.parametrize("rule", ["weighted_mean", "median", "trimmed_mean"])
+@pytest.mark.parametrize("kind", list(HOSTILE))
+def test_hostile_group_is_rejected_and_the_model_is_as_if_it_was_never_sent(
+    kind, rule, tmp_path, make_state, make_update
+):
+    global_state = make_state(GROUPS)
+    honest = [
+        make_update(f"site-{c}", make_state(GROUPS, seed=i), groups=GROUPS[:3], num_examples=5)
+        for i, c in enumerate("abc", start=1)
+    ]
+    mallory = _hostile(kind, global_state, make_state, make_update)
+    without = make_update("mallory", make_state(GROUPS, seed=9), groups=["head.knee.cls"])
+    with UpdateSpool(parent=tmp_path, global_state=global_state) as spool:
+        spooled = [spool.add(u) for u in [*honest, mallory]]
+        result = _round(global_state, spooled, rule=rule, dp=False)
+        rejected = sorted([*spool.rejected, *result.rejected], key=lambda r: r["group"])
+    group, reason = HOSTILE[kind]
+    assert [(r["site"], r["group"]) for r in rejected] == [("mallory", group)]
+    assert reason in rejected[0]["reason"]
+    reference = _round(global_state, [*honest, without], rule=rule, dp=False)
+    assert list(result.state) == list(global_state)  # no key added, none dropped
+    for key, value in reference.state.items():
+        assert result.state[key].tobytes() == value.tobytes(), key
+    assert result.groups == reference.groups
+    assert "mallory" in result.groups["head.knee.cls"]["sites"]  # its honest group counted
+    for key in (k for k in global_state if k.startswith("head.ankle.cls.")):  # nobody sent it
+        assert result.state[key].tobytes() == global_state[key].tobytes()
+
+
+def test_a_1e6_norm_update_from_one_of_two_sites_is_rejected(tmp_path, make_state, make_update):
+    global_state = make_state(GROUPS)
+    honest = make_update("site-a", make_state(GROUPS, seed=1), groups=GROUPS[:1])
+    mallory = _hostile("norm_1e6", global_state, make_state, make_update)
+    result = _round(global_state, [honest, mallory], rule="weighted_mean", dp=False)
+    assert [(r["site"], r["group"]) for r in result.rejected] == [("mallory", GROUPS[0])]
+
+
+@pytest.mark.parametrize(
+    ("joint", "foreign"), [("knee", "head.ankle.cls"), ("ankle", "head.knee.cls")]
+)
+def test_a_head_of_another_joint_is_rejected_when_the_sites_joint_is_known(
+    joint, foreign, tmp_path, make_state, make_update
+):
+    global_state = make_state(GROUPS)
+    update = make_update("site-x", make_state(GROUPS, seed=1), groups=GROUPS, num_examples=3)
+    with UpdateSpool(parent=tmp_path, global_state=global_state) as spool:
+        kept = spool.add(update, joint=joint)
+        assert foreign not in kept.groups and len(kept.groups) == len(GROUPS) - 1
+        assert [(r["group"], r["site"]) for r in spool.rejected] == [(foreign, "site-x")]
+        assert f"a {joint} site cannot have trained" in spool.rejected[0]["reason"]
+        assert spool.add(update).groups.keys() == set(GROUPS)  # joint unknown: not judged
