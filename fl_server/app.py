@@ -9,6 +9,7 @@ an uninterrupted one would have done.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,13 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Context, RecordDict
 from flwr.serverapp import Grid, ServerApp
+from rich.console import Console
 
+from core.config import to_dict
 from core.federation.experiment import ExperimentConfig, load_experiment
+from core.federation.model_state import initial_global_state, model_config_for, round_manifest
 from core.federation.run_record import check_run, read_record, resolved_config, write_record
 from core.federation.rundir import RunDir
+from core.tracking import TENSORBOARD_DIR, log_history_record, open_tracker
 from fl_client import records
+from fl_server.console import final_table, print_round
+from fl_server.cross_site import run_local_only_round
+from fl_server.report import write_final_metrics
+from fl_server.rounds import run_evaluate_round, run_train_round
 
 log = logging.getLogger("orthofed.server")
 
@@ -76,48 +85,10 @@ def round_plan(experiment: ExperimentConfig) -> list[tuple[str, int]]:
     return plan
 
 
-def wait_for_nodes(grid: Grid, *, minimum: int, timeout_s: float) -> list[int]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        nodes = sorted(grid.get_node_ids())
-        if len(nodes) >= minimum or time.monotonic() > deadline:
-            return nodes
-        time.sleep(0.5)
-
-
-def discover_sites(grid: Grid, nodes: list[int], known: dict[int, dict]) -> dict[int, dict]:
-    """Ask new nodes who they are (site id, joint, case counts: aggregates only)."""
-    new = [n for n in nodes if n not in known]
-    if new:
-        msgs = [Message(RecordDict({}), dst_node_id=n, message_type=MessageType.QUERY) for n in new]
-        for reply in grid.send_and_receive(msgs, timeout=120):
-            if reply.has_error():
-                log.warning(
-                    "node %s did not identify itself: %s",
-                    reply.metadata.src_node_id,
-                    reply.error.reason,
-                )
-                continue
-            info = dict(reply.content[records.STATUS])
-            known[reply.metadata.src_node_id] = info
-    return known
-
-
-def sample_sites(
-    sites: dict[int, dict], *, fraction: float, minimum: int, rng: np.random.Generator
-) -> list[int]:
-    """Nodes to ask this round, drawn over site ids (not Flower's random node ids)."""
-    by_site = sorted(sites.items(), key=lambda item: str(item[1].get(records.SITE_ID)))
-    count = min(len(by_site), max(minimum, int(round(fraction * len(by_site)))))
-    chosen = rng.choice(len(by_site), size=count, replace=False) if count else []
-    return sorted(by_site[i][0] for i in chosen)
-
-
 class Federation:
     """State of one run of the round loop."""
 
     def __init__(self, grid: Grid, settings: ServerSettings) -> None:
-        from core.federation.model_state import initial_global_state, model_config_for
 
         self.grid = grid
         self.settings = settings
@@ -159,7 +130,6 @@ class Federation:
     def _open_tracker(self):
         """RUN_DIR/tensorboard/ when `tracking: tensorboard`; a resumed run rebuilds it from
         history.jsonl, so that every completed round is there exactly once."""
-        from core.tracking import TENSORBOARD_DIR, log_history_record, open_tracker
 
         tracker = open_tracker(
             self.experiment.tracking, log_dir=self.run.root / TENSORBOARD_DIR, purge_step=1
@@ -169,10 +139,6 @@ class Federation:
         return tracker
 
     def instruction(self, *, phase: str, round_: int, index: int) -> RecordDict:
-        import json
-
-        from core.config import to_dict
-
         plan = getattr(self.experiment, phase, None)
         train = to_dict(plan.train) if phase in ("pretrain", "finetune") else {}
         params = {
@@ -203,10 +169,6 @@ class Federation:
             self.tracker.close()
 
     def _run_rounds(self) -> None:
-        from core.tracking import log_history_record
-        from fl_server.console import final_table, print_round
-        from fl_server.rounds import run_evaluate_round, run_train_round
-
         plan = round_plan(self.experiment)
         for index, (phase, round_) in enumerate(plan, start=1):
             if index <= self.start_index:
@@ -215,8 +177,6 @@ class Federation:
             if phase == "evaluate":
                 record = run_evaluate_round(self, round_=round_, index=index)
             elif phase == "local-only":
-                from fl_server.cross_site import run_local_only_round
-
                 record = run_local_only_round(self, round_=round_, index=index)
             else:
                 record = run_train_round(self, phase=phase, round_=round_, index=index)
@@ -224,9 +184,6 @@ class Federation:
             self.save(index=index, record=record)
             log_history_record(self.tracker, record)
             print_round(record, total=len(plan))
-        from rich.console import Console
-
-        from fl_server.report import write_final_metrics
 
         Console(stderr=True).print(final_table(write_final_metrics(self.run)))
         write_report_safely(self.run.root)
@@ -235,8 +192,6 @@ class Federation:
         server_state: dict[str, Any] = {}
         if self.accountant is not None:
             server_state["accountant"] = self.accountant.to_dict()
-        from core.federation.model_state import round_manifest
-
         manifest = round_manifest(
             self.experiment,
             model_config=self.model_config,

@@ -16,7 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 from flwr.app import MessageType, RecordDict
 
+from core.config import to_dict
+from core.federation.cross_site import (
+    cross_site_matrix,
+    load_local_models,
+    local_model_path,
+    merge_local_model,
+    save_local_model,
+    write_cross_site,
+)
+from core.federation.model_state import initial_global_state, round_manifest
+from core.train.local_only import LocalOnlyPlan
+from core.train.site_round import CROSS_PREFIX, LOCAL_ONLY
 from fl_client import records
+from fl_server.messaging import base_record, select_sites, send_and_collect, site_name
 
 if TYPE_CHECKING:
     from fl_server.app import Federation
@@ -25,9 +38,6 @@ log = logging.getLogger("orthofed.server")
 
 
 def local_only_instruction(fed: Federation, *, index: int, initial: dict[str, Any]) -> RecordDict:
-    from core.config import to_dict
-    from core.train.local_only import LocalOnlyPlan
-    from core.train.site_round import LOCAL_ONLY
 
     exp = fed.experiment
     plan = LocalOnlyPlan(
@@ -57,15 +67,13 @@ def local_only_timeout(fed: Federation) -> float:
 
 
 def run_local_only_round(fed: Federation, *, round_: int, index: int) -> dict[str, Any]:
-    from core.federation.cross_site import merge_local_model, save_local_model
-    from core.federation.model_state import initial_global_state, round_manifest
-    from core.train.site_round import LOCAL_ONLY
-    from fl_server.rounds import _base_record, _select, _send, _site_name
 
-    chosen, _ = _select(fed, index=index, fraction=1.0, min_sites=fed.experiment.evaluate.min_sites)
+    chosen, _ = select_sites(
+        fed, index=index, fraction=1.0, min_sites=fed.experiment.evaluate.min_sites
+    )
     initial = initial_global_state(fed.experiment, model_config=fed.model_config)
     content = local_only_instruction(fed, index=index, initial=initial)
-    replies, bytes_down = _send(
+    replies, bytes_down = send_and_collect(
         fed,
         chosen=chosen,
         content=content,
@@ -74,7 +82,7 @@ def run_local_only_round(fed: Federation, *, round_: int, index: int) -> dict[st
     )
     failures, metrics, bytes_up = [], {}, 0
     for reply in replies:
-        site = _site_name(fed, reply.metadata.src_node_id)
+        site = site_name(fed, reply.metadata.src_node_id)
         try:
             if reply.has_error():
                 raise ValueError(reply.error.reason)
@@ -99,13 +107,13 @@ def run_local_only_round(fed: Federation, *, round_: int, index: int) -> dict[st
         )
         metrics[site] = dict(parsed["metrics"])
     answered = {r.metadata.src_node_id for r in replies}
-    record = _base_record(fed, phase=LOCAL_ONLY, round_=round_, index=index, chosen=chosen)
+    record = base_record(fed, phase=LOCAL_ONLY, round_=round_, index=index, chosen=chosen)
     record.update(
         {
             "groups": {},
             "rejected": failures,
             "metrics": metrics,
-            "missing": sorted(_site_name(fed, n) for n in chosen if n not in answered),
+            "missing": sorted(site_name(fed, n) for n in chosen if n not in answered),
             "bytes_down": int(bytes_down),
             "bytes_up": int(bytes_up),
         }
@@ -117,13 +125,10 @@ def evaluate_contents(
     fed: Federation, *, base: RecordDict, chosen: list[int]
 ) -> dict[int, RecordDict]:
     """Per node: the evaluate instruction plus the local-only models of that node's joint."""
-    from core.federation.cross_site import load_local_models
-    from fl_server.rounds import _site_name
-
     joints = {n: str(fed.sites.get(n, {}).get("joint", "")) for n in chosen}
-    names = sorted(_site_name(fed, n) for n in chosen)
+    names = sorted(site_name(fed, n) for n in chosen)
     models = load_local_models(fed.run.root, sites=names, order=list(fed.state))
-    joint_of_site = {_site_name(fed, n): joints[n] for n in chosen}
+    joint_of_site = {site_name(fed, n): joints[n] for n in chosen}
     contents = {}
     for node in chosen:
         content = RecordDict(dict(base.items()))
@@ -136,13 +141,6 @@ def evaluate_contents(
 
 def finish_cross_site(fed: Federation, record: dict[str, Any]) -> None:
     """Move `cross/...` metrics out of the per-site metrics into the matrix file."""
-    from core.federation.cross_site import (
-        cross_site_matrix,
-        local_model_path,
-        write_cross_site,
-    )
-    from core.train.site_round import CROSS_PREFIX
-
     reported = {
         k[len(CROSS_PREFIX) :].rsplit("/", 1)[0]
         for m in record["metrics"].values()

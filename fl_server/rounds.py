@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from flwr.app import Message, MessageType
+from flwr.app import MessageType
 
 from core.federation.accounting import carry_privacy
 from core.federation.spool import UpdateSpool
 from fl_client import records
+from fl_server.cross_site import evaluate_contents, finish_cross_site
+from fl_server.messaging import (
+    base_record,
+    push,
+    select_sites,
+    send_and_collect,
+    site_name,
+    stream_replies,
+)
 from fl_server.strategy import aggregate_collected, collect_replies
 
 if TYPE_CHECKING:
@@ -20,100 +27,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orthofed.server")
 
-# Seconds between sweeps over the replies still pending (Flower's own grids: 0.1 in
-# simulation, 3 in deployment; a grid's `pull_interval`, where it has one, wins).
-PULL_INTERVAL_S = 0.5
-
-
-def _select(
-    fed: Federation, *, index: int, fraction: float, min_sites: int
-) -> tuple[list[int], float]:
-    from fl_server.app import discover_sites, sample_sites, wait_for_nodes
-
-    nodes = wait_for_nodes(fed.grid, minimum=min_sites, timeout_s=fed.settings.node_wait_s)
-    discover_sites(fed.grid, nodes, fed.sites)
-    live = {n: fed.sites[n] for n in nodes if n in fed.sites}
-    if len(live) < min_sites:
-        raise RuntimeError(
-            f"round {index}: only {len(live)} site(s) connected, min_sites={min_sites}"
-        )
-    rng = np.random.default_rng([fed.experiment.seed, index, 0])
-    chosen = sample_sites(live, fraction=fraction, minimum=min_sites, rng=rng)
-    return chosen, len(chosen) / max(1, len(live))
-
-
-def _push(
-    fed: Federation,
-    *,
-    chosen: list[int],
-    content,
-    message_type: str,
-    per_node: dict | None = None,
-) -> tuple[list[str], int]:
-    """Push `content` (or `per_node[node]` where given) to every chosen node; ids and bytes."""
-    contents = {n: (per_node or {}).get(n, content) for n in chosen}
-    msgs = [Message(contents[n], dst_node_id=n, message_type=message_type) for n in chosen]
-    bytes_down = sum(records.record_bytes(c) for c in contents.values())
-    return list(fed.grid.push_messages(msgs)), bytes_down
-
-
-def stream_replies(grid, message_ids: list[str], *, timeout_s: float) -> Iterator[Message]:
-    """Each reply as soon as it is there (pulled one id at a time, so only the reply being
-    handled is in this process), until all have come or `timeout_s` has passed."""
-    pending = list(message_ids)
-    interval = float(getattr(grid, "pull_interval", PULL_INTERVAL_S))
-    deadline = time.monotonic() + timeout_s
-    while pending:
-        for message_id in list(pending):
-            for reply in grid.pull_messages([message_id]):
-                pending.remove(message_id)
-                yield reply
-        if not pending or time.monotonic() >= deadline:
-            return
-        time.sleep(interval)
-
-
-def _send(
-    fed: Federation,
-    *,
-    chosen: list[int],
-    content,
-    message_type: str,
-    timeout_s: float,
-    per_node: dict | None = None,
-):
-    """Send to every chosen node and wait for all replies (small replies: metrics, models
-    of the local-only round); training rounds stream theirs instead."""
-    ids, bytes_down = _push(
-        fed, chosen=chosen, content=content, message_type=message_type, per_node=per_node
-    )
-    return list(stream_replies(fed.grid, ids, timeout_s=timeout_s)), bytes_down
-
-
-def _site_name(fed: Federation, node: int) -> str:
-    return str(fed.sites.get(node, {}).get(records.SITE_ID, f"node-{node}"))
-
-
-def _base_record(
-    fed: Federation, *, phase: str, round_: int, index: int, chosen: list[int]
-) -> dict:
-    return {
-        "phase": phase,
-        "round": round_,
-        "index": index,
-        "sampled": sorted(_site_name(fed, n) for n in chosen),
-    }
-
 
 def run_train_round(fed: Federation, *, phase: str, round_: int, index: int) -> dict[str, Any]:
     plan = getattr(fed.experiment, phase)
-    chosen, sample_rate = _select(
+    chosen, sample_rate = select_sites(
         fed, index=index, fraction=plan.fraction, min_sites=plan.min_sites
     )
     content = fed.instruction(phase=phase, round_=round_, index=index)
-    ids, bytes_down = _push(fed, chosen=chosen, content=content, message_type=MessageType.TRAIN)
+    ids, bytes_down = push(fed, chosen=chosen, content=content, message_type=MessageType.TRAIN)
     del content
-    node_sites = {n: _site_name(fed, n) for n in chosen}
+    node_sites = {n: site_name(fed, n) for n in chosen}
     with UpdateSpool(parent=fed.run.root, global_state=fed.state) as spool:
         collected = collect_replies(
             stream_replies(fed.grid, ids, timeout_s=plan.timeout_s),
@@ -138,7 +61,7 @@ def run_train_round(fed: Federation, *, phase: str, round_: int, index: int) -> 
             min_sites_per_group=plan.min_sites_per_group,
         )
     fed.state = result.state
-    record = _base_record(fed, phase=phase, round_=round_, index=index, chosen=chosen)
+    record = base_record(fed, phase=phase, round_=round_, index=index, chosen=chosen)
     record.update(
         {
             "groups": result.groups,
@@ -150,7 +73,7 @@ def run_train_round(fed: Federation, *, phase: str, round_: int, index: int) -> 
                 ],
             ],
             "skipped_groups": result.skipped,
-            "missing": sorted(_site_name(fed, n) for n in chosen if n not in collected.answered),
+            "missing": sorted(site_name(fed, n) for n in chosen if n not in collected.answered),
             "bytes_down": int(bytes_down),
             "bytes_up": int(collected.bytes_up),
             "metrics": collected.metrics,
@@ -193,14 +116,12 @@ def _last_privacy(fed: Federation) -> dict | None:
 
 def run_evaluate_round(fed: Federation, *, round_: int, index: int) -> dict[str, Any]:
     plan = fed.experiment.evaluate
-    chosen, _ = _select(fed, index=index, fraction=1.0, min_sites=plan.min_sites)
+    chosen, _ = select_sites(fed, index=index, fraction=1.0, min_sites=plan.min_sites)
     content = fed.instruction(phase="evaluate", round_=round_, index=index)
     per_node = None
     if plan.cross_site:
-        from fl_server.cross_site import evaluate_contents
-
         per_node = evaluate_contents(fed, base=content, chosen=chosen)
-    replies, bytes_down = _send(
+    replies, bytes_down = send_and_collect(
         fed,
         chosen=chosen,
         content=content,
@@ -212,7 +133,7 @@ def run_evaluate_round(fed: Federation, *, round_: int, index: int) -> dict[str,
     failures = []
     bytes_up = 0
     for reply in replies:
-        site = _site_name(fed, reply.metadata.src_node_id)
+        site = site_name(fed, reply.metadata.src_node_id)
         if reply.has_error():
             failures.append({"site": site, "group": "*", "reason": reply.error.reason})
             continue
@@ -220,20 +141,18 @@ def run_evaluate_round(fed: Federation, *, round_: int, index: int) -> dict[str,
         bytes_up += records.record_bytes(reply.content)
         metrics[parsed["site_id"] or site] = dict(parsed["metrics"])
     answered = {r.metadata.src_node_id for r in replies}
-    record = _base_record(fed, phase="evaluate", round_=round_, index=index, chosen=chosen)
+    record = base_record(fed, phase="evaluate", round_=round_, index=index, chosen=chosen)
     record.update(
         {
             "groups": {},
             "rejected": failures,
-            "missing": sorted(_site_name(fed, n) for n in chosen if n not in answered),
+            "missing": sorted(site_name(fed, n) for n in chosen if n not in answered),
             "bytes_down": int(bytes_down),
             "bytes_up": int(bytes_up),
             "metrics": metrics,
         }
     )
     if plan.cross_site:
-        from fl_server.cross_site import finish_cross_site
-
         finish_cross_site(fed, record)
     record["weighted"] = weighted_metrics(metrics)
     _add_privacy(fed, record, {})  # nothing is spent here; the line still says what was

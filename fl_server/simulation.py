@@ -19,6 +19,15 @@ from fl_client.app import make_simulation_client_app
 from fl_server.app import ServerSettings, make_server_app
 
 
+class KnownDeprecation(logging.Filter):
+    """Drops Flower's warning that `run_simulation` is deprecated. It is the one in-process
+    simulation API of flwr 1.42 (`flwr run` needs a SuperLink), used here on purpose, and the
+    warning printed on every `federate` and `make demo` gives the user nothing to act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`run_simulation` function is deprecated" not in record.getMessage()
+
+
 def check_sites(site_dirs: list[str]) -> None:
     if not site_dirs:
         raise ValueError(
@@ -80,7 +89,12 @@ def run_embedded(
     )
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    # Ray's FutureWarning on every start asks for this; sites reserve no GPU here anyway.
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    flower_log = logging.getLogger("flwr")
+    flower_log.setLevel(logging.WARNING)
+    if not any(isinstance(f, KnownDeprecation) for f in flower_log.filters):
+        flower_log.addFilter(KnownDeprecation())
     run_simulation(
         server_app=server,
         client_app=client,

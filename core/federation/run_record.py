@@ -22,6 +22,7 @@ from typing import Any
 from core.atomic import write_json_atomic
 from core.config import ModelConfig, to_dict
 from core.federation.rundir import HISTORY, LATEST, RunDir
+from core.paths import check_out_folder
 
 RUN_RECORD = "run.json"
 FORMAT = "orthofed-federation-run"
@@ -145,7 +146,7 @@ def check_run(run: RunDir, *, config: Mapping[str, Any], resume: bool) -> RunRec
     holds none and a configuration other than the one the run started with (even a finished
     run's). Writes nothing: the CLI checks before any engine starts, and the ServerApp writes
     a new run's record (`write_record`) once its initial model is built."""
-    root = run.root
+    root = check_out_folder(run.root, option="--run-dir")
     if not resume:
         if has_started(root):
             raise ValueError(

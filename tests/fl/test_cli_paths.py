@@ -51,3 +51,19 @@ def test_plaintext_superlink_stays_on_loopback_unless_told(started):
     assert CliRunner().invoke(app, args).exit_code == 0
     hosts = [cmd[cmd.index("--host") + 1] for cmd in started]
     assert hosts == ["127.0.0.1", "0.0.0.0"]
+
+
+def test_flowers_run_simulation_deprecation_is_filtered_and_nothing_else():
+    import logging
+
+    from fl_server.simulation import KnownDeprecation
+
+    def record(message: str, *args) -> logging.LogRecord:
+        return logging.LogRecord("flwr", logging.WARNING, __file__, 1, message, args, None)
+
+    keep = KnownDeprecation()
+    assert not keep.filter(
+        record("DEPRECATED FEATURE: %s", "The `run_simulation` function is deprecated and ...")
+    )
+    assert keep.filter(record("DEPRECATED FEATURE: %s", "something else"))
+    assert keep.filter(record("node %s did not answer", 3))

@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -24,6 +20,7 @@ from flwr.common.config import parse_config_args
 
 from fl_server import deploy, deploy_submit
 from fl_server.certs import create_site_keys, create_tls_files
+from fl_server.loopback import LoopbackFederation
 from tests.fl.conftest import write_experiment
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,6 +28,35 @@ SITES = ("knee-a", "knee-b", "ankle-c")
 
 
 # ---- the pieces, without processes (run first) ------------------------------------------
+
+
+def test_submit_refuses_a_changed_resume_before_contacting_the_superlink(
+    tmp_path, monkeypatch, fed_sites
+):
+    # issue 15, defect 2: checked before any connection is written or run submitted
+    from typer.testing import CliRunner
+
+    from core.federation.experiment import load_experiment
+    from core.federation.model_state import model_config_for
+    from core.federation.run_record import check_run, resolved_config, write_record
+    from core.federation.rundir import RunDir
+    from fl_server.cli import build_full_app
+
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr"))
+    exp = write_experiment(tmp_path / "exp.yaml", sites=fed_sites)
+    experiment = load_experiment(exp)
+    config = resolved_config(experiment, model_config=model_config_for(experiment))
+    write_record(tmp_path / "run", check_run(RunDir(tmp_path / "run"), config=config, resume=False))
+    base = ["submit", "--config", str(exp), "--superlink", "127.0.0.1:9", "--insecure"]
+    changed = CliRunner().invoke(
+        build_full_app(), [*base, "--run-dir", str(tmp_path / "run"), "--resume", "seed=4"]
+    )
+    assert changed.exit_code == 2 and "seed 3 -> 4" in changed.output
+    missing = CliRunner().invoke(
+        build_full_app(), [*base, "--run-dir", str(tmp_path / "typo"), "--resume"]
+    )
+    assert missing.exit_code == 2 and "holds no started federation" in missing.output
+    assert not (tmp_path / "flwr").exists()  # no connection written, nothing submitted
 
 
 @pytest.mark.parametrize("hosts", [["127.0.0.1"], ["fl.hospital.example", "10.1.2.3"]])
@@ -107,187 +133,11 @@ def test_fab_holds_the_code_and_configs_only():
 # ---- a loopback deployment -----------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _orthofed(*args: str) -> list[str]:
-    return [sys.executable, "-m", "fl_server.cli", *args]
-
-
-def _env(home: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "FLWR_TELEMETRY_ENABLED": "0",
-        "FLWR_HOME": str(home),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        if proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=wait_s)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-
-
-def _kill_helpers(ports: list[int]) -> None:
-    """Flower starts SuperExec/app processes in their own sessions (they exit when their
-    parent does, by polling); kill the ones dialling our ports at once, by pid."""
-    marks = [f"127.0.0.1:{p}".encode() for p in ports]
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"flwr" in cmdline or b"flower" in cmdline:
-            if any(mark in cmdline for mark in marks):
-                try:
-                    os.kill(int(entry.name), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-
-
-def _wait_listening(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise AssertionError(
-        f"nothing listens on {port} after {timeout_s}s:\n{log.read_text()[-3000:]}"
-    )
-
-
-class Federation:
-    """Processes of one loopback deployment; everything is killed at teardown."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.procs: list[subprocess.Popen] = []
-        self.ports: list[int] = []
-        self.link_port = self.port()
-        self.address = f"127.0.0.1:{self.link_port}"
-        self.certs = root / "certs"
-        self.ca = self.certs / "ca.pem"
-        self.cli_home = root / "home-cli"
-
-    def port(self) -> int:
-        self.ports.append(_free_port())
-        return self.ports[-1]
-
-    def spawn(self, name: str, cmd: list[str]) -> tuple[subprocess.Popen, Path]:
-        log = self.root / f"{name}.log"
-        with log.open("w") as out:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=REPO,
-                env=_env(self.root / f"home-{name}"),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.procs.append(proc)
-        return proc, log
-
-    def supernode(self, name: str, *extra: str, site: Path) -> tuple[subprocess.Popen, Path]:
-        return self.spawn(
-            name,
-            _orthofed(
-                "supernode",
-                "--superlink",
-                self.address,
-                "--site",
-                str(site),
-                "--site-id",
-                name,
-                "--state-dir",
-                str(self.root / "state" / name),
-                "--port",
-                str(self.port()),
-                *extra,
-            ),
-        )
-
-    def close(self) -> None:
-        for proc in reversed(self.procs):
-            _stop(proc)
-        _kill_helpers(self.ports)
-
-
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory, fed_sites):
-    root = tmp_path_factory.mktemp("deploy")
-    fed = Federation(root)
-    try:
-        made = subprocess.run(
-            _orthofed(
-                "certs",
-                "--out",
-                str(fed.certs),
-                "--host",
-                "127.0.0.1",
-                "--sites",
-                ",".join([*SITES, "rogue"]),
-            ),
-            cwd=REPO,
-            env=_env(fed.cli_home),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert made.returncode == 0, made.stderr
-        link, link_log = fed.spawn(
-            "superlink",
-            _orthofed(
-                "superlink",
-                "--certs",
-                str(fed.certs),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(fed.link_port),
-            ),
-        )
-        _wait_listening(fed.link_port, link, link_log)
-        registered = subprocess.run(
-            _orthofed(
-                "register",
-                "--superlink",
-                fed.address,
-                "--root-certificates",
-                str(fed.ca),
-                *[str(fed.certs / "sites" / f"{s}.pub") for s in SITES],
-            ),
-            cwd=REPO,
-            env=_env(fed.cli_home),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert registered.returncode == 0, registered.stderr + registered.stdout
-        for name, site in zip(SITES, fed_sites, strict=True):
-            fed.supernode(
-                name,
-                "--root-certificates",
-                str(fed.ca),
-                "--auth-key",
-                str(fed.certs / "sites" / f"{name}.key"),
-                site=site,
-            )
+    with LoopbackFederation(tmp_path_factory.mktemp("deploy")) as fed:
+        fed.start(dict(zip(SITES, fed_sites, strict=True)), unregistered=["rogue"])
         yield fed
-    finally:
-        fed.close()
 
 
 @pytest.fixture(scope="module")
@@ -295,27 +145,11 @@ def two_rounds(federation, fed_sites):
     exp = write_experiment(federation.root / "exp.yaml", sites=fed_sites)
     run_dir = federation.root / "run"
     started = time.monotonic()
-    done = subprocess.run(
-        _orthofed(
-            "submit",
-            "--config",
-            str(exp),
-            "--superlink",
-            federation.address,
-            "--root-certificates",
-            str(federation.ca),
-            "--run-dir",
-            str(run_dir),
-            "--timeout",
-            "600",
-            "pretrain.rounds=1",
-            "evaluate.enabled=false",
-        ),
-        cwd=REPO,
-        env=_env(federation.cli_home),
-        capture_output=True,
-        text=True,
-        timeout=700,
+    done = federation.submit(
+        exp,
+        run_dir=run_dir,
+        overrides=["pretrain.rounds=1", "evaluate.enabled=false"],
+        timeout_s=600,
     )
     return done, run_dir, time.monotonic() - started
 

@@ -123,3 +123,12 @@ def test_record_is_plain_json(tmp_path):
     data = json.loads((tmp_path / RUN_RECORD).read_text())
     assert set(data) == {"format", "run_key", "config_digest", "config"}
     assert data["config"]["pretrain.train.batch_size"] == 2
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_run_dir_naming_a_file_is_one_line_before_anything(tmp_path, resume):
+    blocker = tmp_path / "runs"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match="--run-dir .* is a file"):
+        check_run(RunDir(blocker / "demo"), config={"a": 1}, resume=resume)
+    assert blocker.read_text() == "not a folder"
