@@ -119,8 +119,9 @@ def leftover_temp_files(folder: Path, *, prefix: str = "") -> list[Path]:
     )
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
+def write_json_atomic(path: Path, obj: Any, *, sort_keys: bool = False) -> None:
+    """The project's one JSON writer: indented, a final newline, written atomically."""
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n").encode())
 
 
 def save_arrays_atomic(

@@ -21,7 +21,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
-from core.atomic import write_bytes_atomic
+from core.atomic import write_bytes_atomic, write_json_atomic
 from core.federation.groups import group_of
 
 # /2: multi-scale segmentation head (`heads.seg_taps`) and attention+mean+max pooling in the
@@ -46,15 +46,6 @@ def manifest_path(weights_path: str | Path) -> Path:
 def groups_of(keys: list[str] | dict[str, Any]) -> list[str]:
     """Groups present in `keys`, in first-seen order."""
     return list(dict.fromkeys(group_of(k) for k in keys))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder, fsync, then rename over `path`."""
-    write_bytes_atomic(Path(path), data)
-
-
-def atomic_write_json(path: Path, payload: dict[str, Any], *, sort_keys: bool = True) -> None:
-    atomic_write_bytes(path, json.dumps(payload, indent=2, sort_keys=sort_keys).encode())
 
 
 def package_versions() -> dict[str, str]:
@@ -97,9 +88,9 @@ def save_checkpoint(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(extra or {}),
     }
-    atomic_write_bytes(path, tensors_to_bytes(tensors))
+    write_bytes_atomic(path, tensors_to_bytes(tensors))
     json_path = manifest_path(path)
-    atomic_write_json(json_path, manifest)
+    write_json_atomic(json_path, manifest, sort_keys=True)
     return json_path
 
 

@@ -131,14 +131,14 @@ def _latest_state(state_dir: Path, *, before: int) -> tuple[int, Path] | None:
 def _save_state(trainer, *, state_dir: Path, index: int) -> None:
     """Weights, then the .json that marks them complete, each atomic. A failed write (a full
     disk: OSError naming the file) leaves the earlier states as they were."""
-    from core.atomic import leftover_temp_files, write_json_atomic
-    from core.checkpoint import atomic_write_bytes, tensors_to_bytes
+    from core.atomic import leftover_temp_files, write_bytes_atomic, write_json_atomic
+    from core.checkpoint import tensors_to_bytes
 
     tensors, meta = trainer.state()
     path = state_dir / f"{STATE_PREFIX}{index:04d}.safetensors"
     for tmp in leftover_temp_files(state_dir, prefix=STATE_PREFIX):  # from a killed write
         tmp.unlink(missing_ok=True)
-    atomic_write_bytes(path, tensors_to_bytes(tensors))
+    write_bytes_atomic(path, tensors_to_bytes(tensors))
     try:
         write_json_atomic(path.with_suffix(".json"), {"step": trainer.step, **meta})
     except BaseException:

@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from core.checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, tensors_to_bytes
+from core.atomic import write_bytes_atomic, write_json_atomic
+from core.checkpoint import load_tensors, tensors_to_bytes
 
 STATE_JSON = "state.json"
 
@@ -49,8 +50,8 @@ def optimizer_from_flat(
 def save_state(run_dir: Path, *, step: int, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     """Write `state-<step>.safetensors`, then `state.json` pointing at it; drop older files."""
     name = f"state-{step:08d}.safetensors"
-    atomic_write_bytes(run_dir / name, tensors_to_bytes(tensors))
-    atomic_write_json(run_dir / STATE_JSON, {"step": step, "tensors": name, **meta})
+    write_bytes_atomic(run_dir / name, tensors_to_bytes(tensors))
+    write_json_atomic(run_dir / STATE_JSON, {"step": step, "tensors": name, **meta})
     for old in run_dir.glob("state-*.safetensors"):
         if old.name != name:
             old.unlink(missing_ok=True)
