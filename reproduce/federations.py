@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from reproduce.config import ReproduceConfig
+from reproduce.local import RECORDED_FINETUNE_LR
 
 REPO = Path(__file__).resolve().parents[1]
 TAIL = 2000
@@ -63,6 +64,7 @@ def experiment(
                 "mode": "linear",
                 "epochs": fed.finetune_epochs,
                 "batch_size": fed.finetune_batch,
+                "lr": RECORDED_FINETUNE_LR,
             },
         },
         "evaluate": {"enabled": True, "min_sites": n},
