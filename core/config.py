@@ -215,14 +215,14 @@ class PretrainConfig:
 
 @dataclass
 class FinetuneConfig:
-    """Task fine-tuning (reference: linear probe, head lr 5e-4, 10 epochs; here 2e-3 and up to
+    """Task fine-tuning (reference: linear probe, head lr 5e-4, 10 epochs; here 5e-3 and up to
     100 epochs with early stopping, which the segmentation head needs; see
-    configs/train/finetune.yaml)."""
+    configs/train/finetune.yaml, whose values local runs read; experiments start from these)."""
 
     mode: str = "linear"
     epochs: int = 100
     batch_size: int = 8
-    lr: float = 2e-3
+    lr: float = 5e-3
     # Backbone lr = backbone_lr_scale x lr in `partial` and `full` modes (reference: 0.05).
     backbone_lr_scale: float = 0.05
     label_fraction: float = 1.0
