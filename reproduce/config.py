@@ -87,6 +87,16 @@ class FinetuneSpec:
 
 
 @dataclass
+class BaselineSpec:
+    """Row 5's supervised MONAI BasicUNet (reproduce/baselines.py), trained from scratch on
+    the knee pool's masks at each label fraction (the heads' subsets)."""
+
+    unet_steps: int = 400
+    unet_batch: int = 4
+    unet_lr: float = 2e-3
+
+
+@dataclass
 class PrivacySpec:
     # Whole-federation epsilon targets (pretraining + fine-tuning, per site); infinity is the
     # main federation without client DP.
@@ -105,6 +115,7 @@ class ReproduceConfig:
     federation: FederationSpec = field(default_factory=FederationSpec)
     finetune: FinetuneSpec = field(default_factory=FinetuneSpec)
     privacy: PrivacySpec = field(default_factory=PrivacySpec)
+    baselines: BaselineSpec = field(default_factory=BaselineSpec)
 
     def sites_of(self, joint: str) -> list[str]:
         return [s.profile for s in self.phantom.sites if s.joint == joint]
@@ -123,6 +134,7 @@ def validate(config: ReproduceConfig) -> ReproduceConfig:
         seeds=config.seeds,
         **{f"federation.{k}": v for k, v in vars(fed).items()},
         **{f"finetune.{k}": v for k, v in vars(ft).items()},
+        **{f"baselines.{k}": v for k, v in vars(config.baselines).items()},
         **{f"privacy.{k}": v for k, v in vars(config.privacy).items() if k == "max_grad_norm"},
     )
     if not config.label_fractions or any(not 0 < f <= 1 for f in config.label_fractions):

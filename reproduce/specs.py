@@ -81,6 +81,10 @@ def r3(site: str, method: str) -> str:
     return f"r3.{site}.{method}"
 
 
+def r5_unet(fraction: float) -> str:
+    return f"r5.unet.f{fraction:g}"
+
+
 def r4(epsilon: float | None) -> str:
     return "r4.eps-inf" if epsilon is None else f"r4.eps{epsilon:g}"
 
@@ -121,6 +125,8 @@ def lines(config: ReproduceConfig) -> list[Line]:
     for suffix, label in segmentation_models(config).items():
         out.append(Line("5", label, suffix, "metrics.mean_dice", "mean Dice"))
         out += [Line("5", label, suffix, f"metrics.dice.{s}", f"Dice {s}") for s in KNEE_STRUCTURES]
+    for suffix, label in mask_fraction_models(config).items():
+        out.append(Line("5", label, suffix, "metrics.mean_dice", "mean Dice"))
     return out
 
 
@@ -132,6 +138,17 @@ def segmentation_models(config: ReproduceConfig) -> dict[str, str]:
         r1("fed-partial", top): f"federated SSL + pooled-knee partial fine-tune ({pct(top)})",
         r1("scratch-full", top): f"scratch, full ({pct(top)})",
     }
+
+
+def mask_fraction_models(config: ReproduceConfig) -> dict[str, str]:
+    """Row 5 at every label fraction of the masks: the heads of row 1's linear cells (they
+    train the segmentation head on the same subset) and the supervised UNet baseline."""
+    out = {}
+    for f in config.label_fractions:
+        out[r1("fed-linear", f)] = f"federated SSL + linear heads @ {pct(f)} masks"
+        out[r1("random-linear", f)] = f"random frozen backbone + linear heads @ {pct(f)} masks"
+        out[r5_unet(f)] = f"supervised BasicUNet from scratch @ {pct(f)} masks"
+    return out
 
 
 def contrasts(config: ReproduceConfig) -> list[Contrast]:
@@ -194,4 +211,21 @@ def contrasts(config: ReproduceConfig) -> list[Contrast]:
         Contrast("4", f"epsilon inf - epsilon {eps:g}", r4(None), r4(eps))
         for eps in config.privacy.epsilons
     ]
+    for f in config.label_fractions:
+        out += [
+            Contrast(
+                "5",
+                f"SSL heads - supervised UNet @ {pct(f)} masks (mean Dice)",
+                r1("fed-linear", f),
+                r5_unet(f),
+                metric="metrics.mean_dice",
+            ),
+            Contrast(
+                "5",
+                f"SSL heads - random heads @ {pct(f)} masks (mean Dice)",
+                r1("fed-linear", f),
+                r1("random-linear", f),
+                metric="metrics.mean_dice",
+            ),
+        ]
     return out

@@ -1,0 +1,199 @@
+"""Segmentation with few masks: diffusion features + head against a supervised UNet.
+
+The foundation model's case for segmentation: with a fraction of a site's masks, does a head on
+the frozen features of a *pretrained* backbone beat (a) the same head on a *random* backbone
+and (b) a plain supervised MONAI `BasicUNet` (sagittal image -> 12 classes, DiceCE, AdamW)
+trained from scratch on the same masks? Every cell is scored on a validation fold carved from
+the site's *training* cases (seed s uses fold s mod K and draws its own mask subset); the
+held-out split is never read. Prints per cell the mean Dice over the 11 structures and the
+bones, then mean +- sd over seeds and the paired differences; writes OUT/seg_study.json and
+OUT/seg_study.md.
+
+    python bench/seg_study.py --site SITE --init runs/pre/checkpoint.safetensors \
+        --fractions 0.1 --seeds 3 --folds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+BONES = ("femur", "tibia", "patella")
+METHODS = ("ssl", "random", "unet")
+
+
+def _scores(dice_rows) -> dict:
+    from core.eval.metrics import mean_defined, mean_per_structure
+    from core.views import KNEE_STRUCTURES
+
+    dice = mean_per_structure(dice_rows, names=KNEE_STRUCTURES)
+    return {"dice": dice, "mean_dice": mean_defined(dice)}
+
+
+def _head_cell(model, *, train, val, fraction, seed, feature_root, train_cfg) -> dict:
+    from core.models.predict import predict
+    from core.train.finetune import finetune
+
+    trained = copy.deepcopy(model)
+    config = replace(train_cfg, label_fraction=fraction, seed=seed)
+    result = finetune(trained, train, config=config, feature_root=feature_root)
+    trained.eval()
+    scores = _scores(predict(trained, val, batch_size=4).dice)
+    return {**scores, "n_masks": result.num_examples, "best_epochs": result.best_epochs}
+
+
+def _unet_cell(*, train, val, fraction, seed, budget) -> dict:
+    """MONAI BasicUNet on the sagittal image, the heads' mask subset (reproduce/baselines.py)."""
+    from reproduce.baselines import mask_subset, train_unet, unet_dice
+
+    chosen = mask_subset(train, fraction=fraction, seed=seed)
+    return {**unet_dice(train_unet(chosen, budget=budget, seed=seed), val), "n_masks": len(chosen)}
+
+
+def _summary(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "n/a"
+
+
+def _bones(cell: dict) -> float:
+    return float(np.mean([cell["dice"][b] for b in BONES if cell["dice"][b] is not None]))
+
+
+def _models(init: Path):
+    from core.models.loading import model_from_checkpoint
+    from core.models.registry import build_model
+
+    ssl, checkpoint = model_from_checkpoint(init, joint="knee")
+    random = build_model(copy.deepcopy(ssl.config), joint="knee")  # pretraining's start
+    return {"ssl": ssl, "random": random}, checkpoint.manifest.get("step")
+
+
+def _paired(cells: list[dict], method: str, other: str) -> str:
+    if method == other or not cells or not all(r[other] for r in cells):
+        return ""
+    diffs = [r[method]["mean_dice"] - r[other]["mean_dice"] for r in cells]
+    return f"{_summary(diffs)} ({sum(d > 0 for d in diffs)}/{len(diffs)} > 0)"
+
+
+def _report(rows: list[dict], *, n_training: int, args) -> list[str]:
+    lines = [
+        f"{n_training} training cases with masks, {args.folds} validation folds, seeds "
+        f"0-{args.seeds - 1} (seed s: fold s mod {args.folds}, its own mask subset); held-out "
+        "split not read. Mean Dice over the 11 structures (bones: femur, tibia, patella).",
+        "",
+        "| masks | method | mean Dice | bones | minus unet | minus random |",
+        "|---|---|---|---|---|---|",
+    ]
+    for fraction in args.fractions:
+        cells = [r for r in rows if r["fraction"] == fraction]
+        for method in [m for m in METHODS if m in args.methods]:
+            mine = [r[method] for r in cells]
+            lines.append(
+                f"| {fraction:.0%} ({mine[0]['n_masks'] if mine else 0}) | {method} "
+                f"| {_summary([m['mean_dice'] for m in mine])} "
+                f"| {_summary([_bones(m) for m in mine])} "
+                f"| {_paired(cells, method, 'unet')} | {_paired(cells, method, 'random')} |"
+            )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--site", type=Path, required=True, help="a knee site with masks")
+    parser.add_argument("--init", type=Path, required=True, help="pretrained checkpoint")
+    parser.add_argument("--out", type=Path, default=Path("results/seg-study"))
+    parser.add_argument("--fractions", nargs="+", type=float, default=[0.1])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--unet-steps", type=int, default=400)
+    parser.add_argument("--unet-batch", type=int, default=4)
+    parser.add_argument("--unet-lr", type=float, default=2e-3)
+    parser.add_argument("overrides", nargs="*", help="train.* overrides, e.g. train.epochs=60")
+    args = parser.parse_args()
+
+    from core.config import FinetuneConfig, load_config
+    from core.data.cache import load_site_tensors
+    from core.data.manifest import load_site
+    from core.models.presets import CONFIGS_DIR, preprocess_for
+    from reproduce.baselines import UNetBudget
+
+    site = load_site(args.site)
+    models, step = _models(args.init)
+    cases = load_site_tensors(site, preprocess=preprocess_for(models["ssl"].config), progress=True)
+    # segmentation only: labels dropped, held-out cases never read
+    training = [replace(c, labels=None) for c in cases if not c.heldout and c.mask is not None]
+    train_cfg = load_config(
+        FinetuneConfig, path=CONFIGS_DIR / "train" / "finetune.yaml", overrides=args.overrides
+    )
+    from feature_study import _folds  # bench/ is on sys.path when run as a script
+
+    folds = _folds(training, k=args.folds)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows, started = [], time.perf_counter()
+    for fraction in args.fractions:
+        for seed in range(args.seeds):
+            k = seed % args.folds
+            val = [replace(c, heldout=True) for c in folds[k]]
+            train = [c for j, f in enumerate(folds) if j != k for c in f]
+            row: dict = {"fraction": fraction, "seed": seed, "fold": k, "ssl": {}, "random": {}}
+            for name, model in models.items():
+                if name not in args.methods:
+                    continue
+                t0 = time.perf_counter()
+                row[name] = _head_cell(
+                    model,
+                    train=train,
+                    val=val,
+                    fraction=fraction,
+                    seed=seed,
+                    feature_root=args.out / "features",
+                    train_cfg=train_cfg,
+                )
+                row[name]["seconds"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            row["unet"] = (
+                {}
+                if "unet" not in args.methods
+                else _unet_cell(
+                    train=train,
+                    val=val,
+                    fraction=fraction,
+                    seed=seed,
+                    budget=UNetBudget(
+                        steps=args.unet_steps, batch_size=args.unet_batch, lr=args.unet_lr
+                    ),
+                )
+            )
+            row["unet"]["seconds"] = time.perf_counter() - t0
+            done = [m for m in METHODS if m in args.methods]
+            rows.append(row)
+            print(
+                f"{fraction:>4.0%} seed {seed} fold {k}: "
+                + "  ".join(
+                    f"{m} {row[m]['mean_dice']:.3f} (bones {_bones(row[m]):.3f}, "
+                    f"{row[m]['seconds']:.0f} s)"
+                    for m in done
+                )
+                + f"  [{time.perf_counter() - started:.0f} s]",
+                flush=True,
+            )
+    payload = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "pretrain_step": step,
+        "n_training_cases": len(training),
+        "rows": rows,
+    }
+    (args.out / "seg_study.json").write_text(json.dumps(payload, indent=1))
+    lines = _report(rows, n_training=len(training), args=args)
+    (args.out / "seg_study.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
