@@ -92,7 +92,11 @@ def main() -> None:
     parser.add_argument("--fractions", nargs="+", type=float, default=[1.0, 0.5, 0.1])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--folds", type=int, default=3)
-    parser.add_argument("overrides", nargs="*", help="train.* overrides, e.g. train.lr=1e-3")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="fine-tuning settings (configs/train/finetune.yaml keys), e.g. lr=1e-3",
+    )
     args = parser.parse_args()
 
     from core.config import FinetuneConfig, load_config

@@ -10,7 +10,7 @@ bones, then mean +- sd over seeds and the paired differences; writes OUT/seg_stu
 OUT/seg_study.md.
 
     python bench/seg_study.py --site SITE --init runs/pre/checkpoint.safetensors \
-        --fractions 0.1 --seeds 3 --folds 3
+        --fractions 0.1 --seeds 3 --folds 3 [epochs=400 val_fraction=0 ...]
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _models(init: Path):
 
 
 def _paired(cells: list[dict], method: str, other: str) -> str:
-    if method == other or not cells or not all(r[other] for r in cells):
+    if method == other or not cells or not all("mean_dice" in r[other] for r in cells):
         return ""
     diffs = [r[method]["mean_dice"] - r[other]["mean_dice"] for r in cells]
     return f"{_summary(diffs)} ({sum(d > 0 for d in diffs)}/{len(diffs)} > 0)"
@@ -114,7 +114,11 @@ def main() -> None:
     parser.add_argument("--unet-steps", type=int, default=400)
     parser.add_argument("--unet-batch", type=int, default=4)
     parser.add_argument("--unet-lr", type=float, default=2e-3)
-    parser.add_argument("overrides", nargs="*", help="train.* overrides, e.g. train.epochs=60")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="fine-tuning settings (configs/train/finetune.yaml keys), e.g. epochs=60",
+    )
     args = parser.parse_args()
 
     from core.config import FinetuneConfig, load_config
@@ -170,7 +174,8 @@ def main() -> None:
                     ),
                 )
             )
-            row["unet"]["seconds"] = time.perf_counter() - t0
+            if row["unet"]:
+                row["unet"]["seconds"] = time.perf_counter() - t0
             done = [m for m in METHODS if m in args.methods]
             rows.append(row)
             print(
