@@ -33,8 +33,11 @@ class UNetBudget:
 
 
 def mask_subset(cases: Sequence, *, fraction: float, seed: int) -> list:
-    """The non-held-out cases with masks, reduced as the heads reduce them (same strata, seed)."""
-    candidates = [c for c in cases if not c.heldout and c.mask is not None]
+    """The non-held-out cases with a mask (and the sagittal series it lies on), reduced as the
+    heads reduce them (same strata, same seed)."""
+    candidates = [
+        c for c in cases if not c.heldout and c.mask is not None and View.SAGITTAL in c.views
+    ]
     if not candidates:
         raise ValueError("no training cases with knee masks for the UNet baseline")
     keep = set(
