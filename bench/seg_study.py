@@ -23,28 +23,22 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from feature_study import _folds, _summary  # bench/ is on sys.path when run as a script
 
 BONES = ("femur", "tibia", "patella")
 METHODS = ("ssl", "random", "unet")
 
 
-def _scores(dice_rows) -> dict:
-    from core.eval.metrics import mean_defined, mean_per_structure
-    from core.views import KNEE_STRUCTURES
-
-    dice = mean_per_structure(dice_rows, names=KNEE_STRUCTURES)
-    return {"dice": dice, "mean_dice": mean_defined(dice)}
-
-
 def _head_cell(model, *, train, val, fraction, seed, feature_root, train_cfg) -> dict:
     from core.models.predict import predict
     from core.train.finetune import finetune
+    from reproduce.baselines import dice_summary
 
     trained = copy.deepcopy(model)
     config = replace(train_cfg, label_fraction=fraction, seed=seed)
     result = finetune(trained, train, config=config, feature_root=feature_root)
     trained.eval()
-    scores = _scores(predict(trained, val, batch_size=4).dice)
+    scores = dice_summary(predict(trained, val, batch_size=4).dice)
     return {**scores, "n_masks": result.num_examples, "best_epochs": result.best_epochs}
 
 
@@ -54,10 +48,6 @@ def _unet_cell(*, train, val, fraction, seed, budget) -> dict:
 
     chosen = mask_subset(train, fraction=fraction, seed=seed)
     return {**unet_dice(train_unet(chosen, budget=budget, seed=seed), val), "n_masks": len(chosen)}
-
-
-def _summary(values: list[float]) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "n/a"
 
 
 def _bones(cell: dict) -> float:
@@ -135,7 +125,6 @@ def main() -> None:
     train_cfg = load_config(
         FinetuneConfig, path=CONFIGS_DIR / "train" / "finetune.yaml", overrides=args.overrides
     )
-    from feature_study import _folds  # bench/ is on sys.path when run as a script
 
     folds = _folds(training, k=args.folds)
     args.out.mkdir(parents=True, exist_ok=True)

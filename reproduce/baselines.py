@@ -98,5 +98,10 @@ def unet_dice(net: torch.nn.Module, cases: Sequence) -> dict:
         rows.append(dice_rows(prediction, target, n_classes=N_CLASSES))
     if not rows:
         raise ValueError("no cases with knee masks to score the UNet baseline on")
-    dice = mean_per_structure(torch.cat(rows), names=KNEE_STRUCTURES)
-    return {"dice": dice, "mean_dice": mean_defined(dice), "n_masks": len(rows)}
+    return {**dice_summary(torch.cat(rows)), "n_masks": len(rows)}
+
+
+def dice_summary(rows: torch.Tensor) -> dict:
+    """`dice` per structure and their `mean_dice` from per-case Dice rows (as metrics.json)."""
+    dice = mean_per_structure(rows, names=KNEE_STRUCTURES)
+    return {"dice": dice, "mean_dice": mean_defined(dice)}
