@@ -221,6 +221,10 @@ class FinetuneConfig:
 
     mode: str = "linear"
     epochs: int = 100
+    # A floor in optimizer steps: small label sets run more epochs until they reach it (a
+    # budget in epochs alone gives 6 masks 100 steps). 0 here, so a federation's budget stays
+    # the coordinator's rounds x epochs; local runs read configs/train/finetune.yaml's value.
+    min_steps: int = 0
     batch_size: int = 8
     lr: float = 5e-3
     # Backbone lr = backbone_lr_scale x lr in `partial` and `full` modes (reference: 0.05).

@@ -94,7 +94,11 @@ def finetune(
     label_fraction: float = typer.Option(
         1.0, "--label-fraction", help="Fraction of labeled cases used."
     ),
-    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs."),
+    epochs: int | None = typer.Option(
+        None,
+        "--epochs",
+        help="Training epochs (more on small label sets, to reach train.min_steps steps).",
+    ),
     force: bool = typer.Option(
         False, "--force", help="Replace the checkpoint a previous fine-tuning left in --out."
     ),

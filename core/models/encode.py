@@ -90,14 +90,16 @@ def _masks(model: OrthoModel, cases: Sequence) -> tuple[torch.Tensor | None, tor
 
 
 def compute_case_features(
-    model: OrthoModel, cases: Sequence, *, with_seg: bool
+    model: OrthoModel, cases: Sequence, *, with_seg: bool, with_cls: bool = True
 ) -> list[CaseFeatures]:
-    """Per-case feature maps of `cases` (one backbone pass per view and timestep)."""
+    """Per-case feature maps of `cases` (one backbone pass per view and timestep). Without
+    `with_cls` only the segmentation view is passed (a batch of masks without labels: the
+    other views' backbones would run, and in partial/full mode backpropagate, for nothing)."""
     seed = model.config.features.seed
     per_case: list[CaseFeatures] = [{} for _ in cases]
     for view in VIEWS:
         rows = [i for i, c in enumerate(cases) if view in c.views]
-        if not rows:
+        if not rows or not (with_cls or (with_seg and view == SEG_VIEW)):
             continue
         clean = torch.from_numpy(
             np.stack([np.asarray(cases[i].views[view], dtype=np.float32) for i in rows])
@@ -180,14 +182,18 @@ def encode_cases(
     with_seg: bool = True,
     cache: FeatureCache | None = None,
     batch_size: int = 8,
+    for_training: bool = False,
 ) -> EncodedCases:
-    """Features of `cases` (backbone passes in chunks of `batch_size` when using a cache)."""
+    """Features of `cases` (backbone passes in chunks of `batch_size` when using a cache).
+    `for_training`: only what the losses need (no classification features for a batch
+    without labels)."""
     if not cases:
         raise ValueError("no cases to encode")
     if cache is not None:
         per_case = _cached_features(model, cases, cache=cache, batch_size=batch_size)
     else:
-        per_case = compute_case_features(model, cases, with_seg=with_seg)
+        with_cls = not for_training or any(c.labels is not None for c in cases)
+        per_case = compute_case_features(model, cases, with_seg=with_seg, with_cls=with_cls)
     return assemble(model, cases, per_case, with_seg=with_seg)
 
 

@@ -5,10 +5,12 @@ Modes: `linear` (backbones frozen; features computed once, core/models/feature_c
 `full` (whole backbones at that scaled lr). Training cases are the non-held-out cases with
 labels (or, for the knee, a mask); `label_fraction` keeps a stratified subset of them, and
 `val_fraction` of those are kept aside to pick each head's best epoch (core/train/validation.py).
+The budget is `epochs`, raised to reach `min_steps` optimizer steps on small label sets.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,7 @@ def check_finetune_config(train: FinetuneConfig, *, key: str = "train") -> None:
         )
     checks = [
         (train.epochs >= 1, "epochs", "must be >= 1", train.epochs),
+        (train.min_steps >= 0, "min_steps", "must be >= 0 (0 = epochs alone)", train.min_steps),
         (train.batch_size >= 1, "batch_size", "must be >= 1", train.batch_size),
         (train.lr > 0, "lr", "must be > 0", train.lr),
         (
@@ -159,7 +162,11 @@ def _epoch(
     for start in range(0, len(cases), config.batch_size):
         rows = order[start : start + config.batch_size]
         with autocast(precision):
-            batch = cached.select(rows) if cached else encode_cases(model, [cases[i] for i in rows])
+            batch = (
+                cached.select(rows)
+                if cached
+                else encode_cases(model, [cases[i] for i in rows], for_training=True)
+            )
             loss = task_loss(model, batch)
         if loss is None:
             continue
@@ -226,6 +233,11 @@ def finetune(
     return result
 
 
+def floor_epochs(*, n_cases: int, config: FinetuneConfig) -> int:
+    """Epochs that give at least `config.min_steps` optimizer steps on `n_cases` cases."""
+    return math.ceil(config.min_steps / max(1, math.ceil(n_cases / config.batch_size)))
+
+
 def _train_epochs(
     model: OrthoModel,
     *,
@@ -240,10 +252,10 @@ def _train_epochs(
 ) -> None:
     generator = torch.Generator().manual_seed(config.seed)
     precision = resolve_precision(config.precision, conv_shapes=conv_shapes(model.config))
-    with training_progress(
-        title=f"finetune ({config.mode})", total=config.epochs, enabled=progress
-    ) as bar:
-        for _ in range(config.epochs):
+    floor = floor_epochs(n_cases=len(chosen), config=config)
+    total = max(config.epochs, floor)
+    with training_progress(title=f"finetune ({config.mode})", total=total, enabled=progress) as bar:
+        for epoch in range(1, total + 1):
             loss = _epoch(
                 model,
                 cases=chosen,
@@ -258,5 +270,5 @@ def _train_epochs(
             if on_epoch is not None:
                 on_epoch(epoch=validation.epoch, loss=loss, validation=dict(validation.last))
             bar.advance(status=f"loss {loss:.4f}{validation.status()}")
-            if stalled >= config.patience > 0:
+            if stalled >= config.patience > 0 and epoch >= floor:  # no early stop below the floor
                 break

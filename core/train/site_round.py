@@ -3,17 +3,13 @@
 A site receives global weights, trains the groups its data supports (pretraining: the view
 backbones it has; fine-tuning: its joint's heads, plus backbones in partial/full mode) and
 returns only those groups with their example counts (cases, not batches). Optimizer state is
-kept in the site's state dir between rounds, keyed by the federation run (the run key the
-server sends, `<state dir>/runs/<run key>/`) and round index, so a restarted site (or a resumed
-federation that redoes a round) continues from the state before that round, and a state dir
-that outlives one federation never restores another federation's state.
+kept in the site's state dir between rounds (core/train/round_state.py); what a site shares of
+its held-out evaluation is chosen in core/eval/shared_metrics.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,12 +18,11 @@ import numpy as np
 import torch
 
 from core.config import FinetuneConfig, ModelConfig, PretrainConfig, PretrainRunConfig, load_config
+from core.eval.shared_metrics import flatten_metrics, shared_evaluation
 from core.train.privacy import ClientDPConfig, parse_client_dp
 from core.train.proximal import attach_proximal_term
+from core.train.round_state import restore_state, run_state_dir, save_state
 
-STATE_PREFIX = "pretrain-state-"
-RUNS_DIR = "runs"  # <state dir>/runs/<run key>/: one federation run's state between rounds
-RUN_KEY = re.compile(r"[0-9A-Za-z_-]{1,64}")
 LOCAL_ONLY = "local-only"  # the phase that trains a site's local-only model (cross-site)
 
 
@@ -103,66 +98,6 @@ def check_incoming(
     return out
 
 
-def run_state_dir(state_dir: Path, run_key: str) -> Path:
-    """Where one federation run keeps its state between rounds at this site. The key comes
-    from the server, so it must be a plain name (it becomes a folder name here)."""
-    if not RUN_KEY.fullmatch(run_key):
-        raise ValueError(
-            f"the instruction's run key {run_key[:80]!r} is not a plain name of 1-64 letters, "
-            "digits, '-' or '_' (server and site run different orthofed versions?)"
-        )
-    return Path(state_dir) / RUNS_DIR / run_key
-
-
-def _latest_state(state_dir: Path, *, before: int) -> tuple[int, Path] | None:
-    """The newest complete state before round `before`: its .json is written last, so a
-    state whose .json is missing was interrupted (a kill between the two writes): skipped."""
-    found = []
-    for path in state_dir.glob(f"{STATE_PREFIX}*.safetensors"):
-        try:
-            index = int(path.stem[len(STATE_PREFIX) :])
-        except ValueError:
-            continue
-        if index < before and path.with_suffix(".json").is_file():
-            found.append((index, path))
-    return max(found) if found else None
-
-
-def _save_state(trainer, *, state_dir: Path, index: int) -> None:
-    """Weights, then the .json that marks them complete, each atomic. A failed write (a full
-    disk: OSError naming the file) leaves the earlier states as they were."""
-    from core.atomic import leftover_temp_files, write_bytes_atomic, write_json_atomic
-    from core.checkpoint import tensors_to_bytes
-
-    tensors, meta = trainer.state()
-    path = state_dir / f"{STATE_PREFIX}{index:04d}.safetensors"
-    for tmp in leftover_temp_files(state_dir, prefix=STATE_PREFIX):  # from a killed write
-        tmp.unlink(missing_ok=True)
-    write_bytes_atomic(path, tensors_to_bytes(tensors))
-    try:
-        write_json_atomic(path.with_suffix(".json"), {"step": trainer.step, **meta})
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    for old in state_dir.glob(f"{STATE_PREFIX}*"):  # keep the two newest rounds
-        try:
-            n = int(old.name[len(STATE_PREFIX) :].split(".")[0])
-        except ValueError:
-            continue
-        if n < index - 1:
-            old.unlink(missing_ok=True)
-
-
-def _restore_state(trainer, *, state_dir: Path, index: int) -> None:
-    from core.checkpoint import load_tensors
-
-    latest = _latest_state(state_dir, before=index)
-    if latest is None:
-        return
-    meta = json.loads(latest[1].with_suffix(".json").read_text())
-    trainer.restore(step=int(meta.pop("step")), tensors=load_tensors(latest[1]), meta=meta)
-
-
 def pretrain_round(
     *,
     site,
@@ -190,7 +125,7 @@ def pretrain_round(
     run_seed = derived_seed(seed, index, site_id)
     config = PretrainRunConfig(model=model_config, train=replace(train, seed=run_seed))
     trainer = Pretrainer(config=config, volumes=volumes)
-    _restore_state(trainer, state_dir=own_state, index=index)
+    restore_state(trainer, state_dir=own_state, index=index)
     trainer.generator.manual_seed(run_seed)
     groups = [f"backbone.{v.value}" for v in trainer.trained_views]
     expected = trainer.backbone_weights(ema=False)
@@ -223,7 +158,7 @@ def pretrain_round(
         if handle is not None:
             handle.remove()
     own_state.mkdir(parents=True, exist_ok=True)
-    _save_state(trainer, state_dir=own_state, index=index)
+    save_state(trainer, state_dir=own_state, index=index)
     weights = trainer.backbone_weights(ema=True)
     arrays = {
         k: v.detach().cpu().numpy().copy()
@@ -384,44 +319,6 @@ def train_round(
             initial_arrays=global_arrays,
         )
     raise ValueError(f"unknown phase {phase!r}: expected pretrain, finetune or {LOCAL_ONLY}")
-
-
-def flatten_metrics(report: dict[str, Any]) -> dict[str, float]:
-    """metrics.json-style report -> flat numeric metrics (undefined values left out)."""
-    flat: dict[str, float] = {}
-    for name, value in report.items():
-        if isinstance(value, dict):
-            for sub, v in value.items():
-                if isinstance(v, int | float) and np.isfinite(v):
-                    flat[f"{name}/{sub}"] = float(v)
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            if value is not None and np.isfinite(value):
-                flat[name] = float(value)
-    return flat
-
-
-# What a site reports from its held-out evaluation: quality metrics and case counts. Chosen
-# thresholds and per-label positive/negative counts stay in the site's local report (the
-# counts of a small held-out split say too much about individual patients).
-SHARED_EVALUATION = (
-    "macro_auc",
-    "auc/",
-    "mean_dice",
-    "dice/",
-    "mean_hd95",
-    "hd95/",
-    "calibration_error",
-    "sensitivity/",
-    "specificity/",
-    "n_cases",
-    "n_labeled",
-    "n_masks",
-    "n_unlabeled_skipped",
-)
-
-
-def shared_evaluation(flat: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in flat.items() if k.startswith(SHARED_EVALUATION)}
 
 
 CROSS_PREFIX = "cross/"

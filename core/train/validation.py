@@ -70,7 +70,8 @@ class Validation:
             if self.encoded is not None:
                 return _mean_losses(self.model, [self.encoded])
             chunks = [self.cases[i : i + VAL_CHUNK] for i in range(0, len(self.cases), VAL_CHUNK)]
-            return _mean_losses(self.model, [encode_cases(self.model, c) for c in chunks])
+            batches = [encode_cases(self.model, c, for_training=True) for c in chunks]
+            return _mean_losses(self.model, batches)
 
     def _module(self, head: str) -> torch.nn.Module:
         """The weights one best state covers: a head, or the whole model ("all")."""

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from core.config import ModelConfig, load_config
+from core.eval.shared_metrics import flatten_metrics
 from core.models.predict import evaluate, evaluate_cases, metrics_report
 from core.models.registry import build_model
-from core.train.site_round import flatten_metrics
 from core.views import KNEE_STRUCTURES, LABELS, VIEWS, Joint
 from tests.core.tiny_model import TINY_MODEL, random_case
 

@@ -14,7 +14,7 @@ import torch
 
 from core.config import ModelConfig, PretrainConfig, load_config
 from core.data.cache import CaseTensors
-from core.train import site_round
+from core.train import round_state, site_round
 from core.train.privacy import BUDGET_FILE, ClientDPConfig, SiteBudget
 from core.views import VIEWS
 from tests.core.survival import disk_full_on, kill_mid_write, temp_files
@@ -79,7 +79,7 @@ def test_disk_full_mid_budget_write_keeps_the_old_budget(tmp_path, monkeypatch):
 
 
 class _Trainer:
-    """What `_save_state`/`_restore_state` use of a Pretrainer."""
+    """What `save_state`/`restore_state` use of a Pretrainer."""
 
     def __init__(self, value: float = 0.0) -> None:
         self.step = int(10 * value)
@@ -95,7 +95,7 @@ class _Trainer:
 
 def _restored(state_dir, *, index: int) -> dict | None:
     trainer = _Trainer()
-    site_round._restore_state(trainer, state_dir=state_dir, index=index)
+    round_state.restore_state(trainer, state_dir=state_dir, index=index)
     return trainer.restored
 
 
@@ -103,7 +103,7 @@ CHILD_SAVES_STATE = """
     import sys
     from pathlib import Path
     import torch
-    from core.train.site_round import _save_state
+    from core.train.round_state import save_state
     from tests.core.survival import pause_in_write
 
     class Trainer:
@@ -112,7 +112,7 @@ CHILD_SAVES_STATE = """
             return {"adam.w": torch.full((512, 1024), 2.0)}, {"round": 2.0}
 
     pause_in_write(nth=int(sys.argv[2]), ready=sys.argv[3])
-    _save_state(Trainer(), state_dir=Path(sys.argv[1]), index=2)
+    save_state(Trainer(), state_dir=Path(sys.argv[1]), index=2)
     raise SystemExit("the write was not interrupted")
 """
 
@@ -121,7 +121,7 @@ CHILD_SAVES_STATE = """
 def test_sigkill_mid_state_write_restores_the_previous_round(tmp_path, nth):
     state = tmp_path / "runs" / "run-a"
     state.mkdir(parents=True)
-    site_round._save_state(_Trainer(1.0), state_dir=state, index=1)
+    round_state.save_state(_Trainer(1.0), state_dir=state, index=1)
     written = kill_mid_write(
         CHILD_SAVES_STATE, state, nth, tmp_path / "ready", ready=tmp_path / "ready"
     )
@@ -132,7 +132,7 @@ def test_sigkill_mid_state_write_restores_the_previous_round(tmp_path, nth):
     assert (state / "pretrain-state-0002.safetensors").exists() == (nth == 2)
     assert _restored(state, index=3) == {"step": 10, "value": 1.0, "round": 1.0}
     # the redone round writes its state and clears what the killed write left
-    site_round._save_state(_Trainer(2.0), state_dir=state, index=2)
+    round_state.save_state(_Trainer(2.0), state_dir=state, index=2)
     assert temp_files(state) == []
     assert _restored(state, index=3) == {"step": 20, "value": 2.0, "round": 2.0}
 
@@ -141,10 +141,10 @@ def test_sigkill_mid_state_write_restores_the_previous_round(tmp_path, nth):
 def test_disk_full_mid_state_write_leaves_the_previous_round(tmp_path, monkeypatch, nth):
     state = tmp_path / "state"
     state.mkdir()
-    site_round._save_state(_Trainer(1.0), state_dir=state, index=1)
+    round_state.save_state(_Trainer(1.0), state_dir=state, index=1)
     disk_full_on(monkeypatch, nth=nth)
     with pytest.raises(OSError) as caught:
-        site_round._save_state(_Trainer(2.0), state_dir=state, index=2)
+        round_state.save_state(_Trainer(2.0), state_dir=state, index=2)
     suffix = ".safetensors" if nth == 1 else ".json"
     assert caught.value.errno == errno.ENOSPC
     assert caught.value.filename == str(state / f"pretrain-state-0002{suffix}")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.config import PretrainConfig
-from core.train import site_round
+from core.train import round_state, site_round
 from tests.core.train.test_privacy import _cases, _model_config, _trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -50,10 +50,10 @@ def test_a_state_dir_never_restores_another_runs_state(tmp_path, pretrain):
     # the state does matter: A's own round 2 continues from its round 1
     continued = pretrain(state_dir=shared, index=2, run_key="run-a")
     assert not _same(continued, fresh)
-    runs = shared / site_round.RUNS_DIR
+    runs = shared / round_state.RUNS_DIR
     assert sorted(p.name for p in runs.iterdir()) == ["run-a", "run-b"]
-    assert not list(shared.glob(f"{site_round.STATE_PREFIX}*"))  # nothing keyed by round only
-    assert (runs / "run-a" / f"{site_round.STATE_PREFIX}0002.safetensors").is_file()
+    assert not list(shared.glob(f"{round_state.STATE_PREFIX}*"))  # nothing keyed by round only
+    assert (runs / "run-a" / f"{round_state.STATE_PREFIX}0002.safetensors").is_file()
 
 
 @pytest.mark.parametrize("key", ["", "../elsewhere", "a/b", "x" * 65])

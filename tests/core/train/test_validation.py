@@ -60,3 +60,15 @@ def test_training_stops_after_patience_without_improvement(tiny_config):
     result = finetune(model, _cases(12), config=config)
     assert len(result.epoch_losses) == 4  # epoch 1 is the best; 3 more without improvement
     assert result.best_epochs == {"cls": 1, "seg": 1}
+
+
+@pytest.mark.parametrize(("min_steps", "expected"), [(0, 2), (10, 4)])
+def test_min_steps_raises_the_epochs_and_holds_off_early_stopping(tiny_config, min_steps, expected):
+    model = build_model(tiny_config, joint="knee")
+    # 12 cases -> 10 train + 2 validation -> 3 batches of 4 per epoch: 10 steps need 4 epochs
+    # (more than epochs=3); lr 1e-30 never improves the loss, so patience 1 alone stops at 2
+    config = FinetuneConfig(
+        epochs=3, min_steps=min_steps, batch_size=4, lr=1e-30, weight_decay=0.0, patience=1
+    )
+    result = finetune(model, _cases(12), config=config)
+    assert len(result.epoch_losses) == expected

@@ -13,6 +13,7 @@ from core.train.privacy import round_entries, sample_rate
     ("field", "value", "expected"),
     [
         ("epochs", 0, "train.epochs must be >= 1, got 0"),
+        ("min_steps", -1, "train.min_steps must be >= 0 (0 = epochs alone), got -1"),
         ("batch_size", 0, "train.batch_size must be >= 1, got 0"),
         ("lr", 0.0, "train.lr must be > 0, got 0.0"),
         ("backbone_lr_scale", -1.0, "train.backbone_lr_scale must be >= 0, got -1.0"),
