@@ -125,14 +125,17 @@ def calibrate(experiment, *, model_config, min_site_seconds: float) -> dict:
     }
 
 
-def run_simulation(work: Path, *, overrides: list[str], timeout_s: float) -> Path:
+def run_simulation(
+    work: Path, *, overrides: list[str], timeout_s: float, cpus_per_site: int | None = None
+) -> Path:
     from fl_server.loopback import REPO as ROOT
     from fl_server.loopback import orthofed_command, process_env, stop
 
     run_dir = work / "run"
     log = work / "federate.log"
+    cores = [] if cpus_per_site is None else ["--cpus-per-site", str(cpus_per_site)]
     cmd = orthofed_command(
-        "federate", "--config", str(EXPERIMENT), "--run-dir", str(run_dir), *overrides
+        "federate", "--config", str(EXPERIMENT), "--run-dir", str(run_dir), *cores, *overrides
     )
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -209,19 +212,26 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     experiment = load_experiment(EXPERIMENT, overrides=overrides)
     model_config = model_config_for(experiment)
     sites = prepare_sites(folders, model_config=model_config)
-    cal = calibrate(experiment, model_config=model_config, min_site_seconds=args.min_site_seconds)
-    print(
-        f"calibration: {cal['step_s']:.3f}s per {cal['views']}-view step at batch "
-        f"{cal['batch_size']} ({cal['precision']}, fastest of {cal['timed_steps']}; median "
-        f"{cal['median_step_s']:.3f}s) -> "
-        f"pretrain.train.steps={cal['steps']} for ~{args.min_site_seconds:g}s per site round",
-        flush=True,
-    )
+    if args.steps is not None:
+        cal = {"steps": args.steps, "given": True}
+    else:
+        cal = calibrate(
+            experiment, model_config=model_config, min_site_seconds=args.min_site_seconds
+        )
+        print(
+            f"calibration: {cal['step_s']:.3f}s per {cal['views']}-view step at batch "
+            f"{cal['batch_size']} ({cal['precision']}, fastest of {cal['timed_steps']}; median "
+            f"{cal['median_step_s']:.3f}s) -> "
+            f"pretrain.train.steps={cal['steps']} for ~{args.min_site_seconds:g}s per site round",
+            flush=True,
+        )
     overrides.append(f"pretrain.train.steps={cal['steps']}")
     timeout_s = args.timeout or 600 + args.rounds * (len(sites) * 4 * args.min_site_seconds + 300)
     print(f"running {args.rounds} {args.engine} round(s) of {', '.join(sites)}", flush=True)
     if args.engine == "simulation":
-        run_dir = run_simulation(work, overrides=overrides, timeout_s=timeout_s)
+        run_dir = run_simulation(
+            work, overrides=overrides, timeout_s=timeout_s, cpus_per_site=args.cpus_per_site
+        )
     else:
         run_dir = run_deployment(work, sites=sites, overrides=overrides, timeout_s=timeout_s)
     rounds = round_figures(run_dir, sites=list(sites))
@@ -236,6 +246,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
         "calibration": cal,
         "sites": list(sites),
         "cpu_count": os.cpu_count(),
+        "cpus_per_site": args.cpus_per_site,
         "bench_s": round(time.monotonic() - started, 1),
     }
 
@@ -292,12 +303,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="give up the federation after this many seconds (default: sized from rounds, "
         "sites and --min-site-seconds)",
     )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="pretraining steps per site round (default: sized by --min-site-seconds)",
+    )
+    parser.add_argument(
+        "--cpus-per-site",
+        type=int,
+        default=None,
+        help="simulation: cores per site (default all: sites train one after another)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
     if not args.min_site_seconds > 0:
         parser.error("--min-site-seconds must be > 0")
+    if args.steps is not None and args.steps < 1:
+        parser.error("--steps must be >= 1")
+    if args.cpus_per_site is not None and args.engine != "simulation":
+        parser.error("--cpus-per-site is a simulation setting (a SuperNode uses its machine)")
     return args
 
 

@@ -194,14 +194,19 @@ app = _register(ClientApp(), lambda context: facts_from_node_config(dict(context
 
 
 def make_simulation_client_app(
-    *, site_dirs: list[str], state_root: str, mods: list | None = None
+    *, site_dirs: list[str], state_root: str, mods: list | None = None, threads: int = 0
 ) -> ClientApp:
     """A ClientApp for the embedded simulation: SuperNode i serves `site_dirs[i]`.
 
     `mods` are Flower client mods wrapped around every handler (e.g. a network-fault
-    injector in the dropout tests)."""
+    injector in the dropout tests); `threads` (> 0) caps torch's threads per site at the
+    cores Ray reserved for it, so sites that train at once do not oversubscribe the CPUs."""
 
     def facts_of(context: Context) -> SiteFacts:
+        if threads > 0:
+            import torch
+
+            torch.set_num_threads(threads)
         pid = int(context.node_config["partition-id"])
         site_dir = Path(site_dirs[pid])
         return SiteFacts(site_dir=site_dir, state_dir=Path(state_root) / site_dir.name, site_id="")

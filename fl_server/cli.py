@@ -28,6 +28,12 @@ def federate(
     resume: bool = typer.Option(
         False, "--resume", help="Continue after the last completed round of --run-dir."
     ),
+    cpus_per_site: int | None = typer.Option(
+        None,
+        "--cpus-per-site",
+        help="Cores per site (default: all, so sites train one after another; 1 on a machine "
+        "with a core per site trains them all at once).",
+    ),
     overrides: list[str] = typer.Argument(
         None, help="Dotted key=value overrides, e.g. pretrain.rounds=3."
     ),
@@ -48,6 +54,7 @@ def federate(
             run_dir=str(target),
             resume=resume,
             overrides=list(overrides or []),
+            cpus_per_site=cpus_per_site,
         )
     except RuntimeError as err:
         typer.secho(f"error: federation stopped: {err}", fg="red", err=True)

@@ -63,10 +63,17 @@ def run_embedded(
 ) -> None:
     """Run (or resume) the experiment with one simulated SuperNode per listed site.
 
-    `cpus_per_site` is what Ray reserves per running ClientApp (default: all cores, so sites
-    train one after another, each with every core); `client_mods` are Flower client mods."""
+    `cpus_per_site` is what Ray reserves per running ClientApp and the torch threads each
+    uses (default: all cores, so sites train one after another, each with every core; fewer
+    lets cores // cpus_per_site sites train at once); `client_mods` are Flower client mods."""
     from flwr.simulation import run_simulation
 
+    cores = os.cpu_count() or 1
+    if cpus_per_site is not None and not 1 <= cpus_per_site <= cores:
+        raise ValueError(
+            f"--cpus-per-site must be between 1 and this machine's {cores} cores, "
+            f"got {cpus_per_site} (Ray would never start a site that needs more)"
+        )
     overrides = list(overrides or [])
     experiment = load_experiment(experiment_path, overrides=overrides)
     check_sites(experiment.sites)
@@ -80,12 +87,13 @@ def run_embedded(
     config = resolved_config(experiment, model_config=model_config_for(experiment))
     check_run(RunDir(Path(run_dir)), config=config, resume=resume)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    cpus = cpus_per_site or os.cpu_count() or 1
+    cpus = cpus_per_site or cores
     server = make_server_app(settings)
     client = make_simulation_client_app(
         site_dirs=[str(Path(s).resolve()) for s in experiment.sites],
         state_root=str((Path(run_dir) / "site-state").resolve()),
         mods=client_mods,
+        threads=cpus,
     )
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -101,6 +109,6 @@ def run_embedded(
         num_supernodes=len(experiment.sites),
         backend_config={
             "client_resources": {"num_cpus": cpus, "num_gpus": 0.0},
-            "init_args": {"num_cpus": os.cpu_count() or 1, "include_dashboard": False},
+            "init_args": {"num_cpus": cores, "include_dashboard": False},
         },
     )

@@ -1,6 +1,6 @@
 """Coordinator commands refuse collisions and conflicts in one line (issue 15, defects 6 and
-10): `federate --run-dir` naming a file; `superlink --certs X --insecure`; a plaintext
-SuperLink listens on loopback unless --host says otherwise."""
+10): `federate --run-dir` naming a file or `--cpus-per-site` beyond the machine; `superlink
+--certs X --insecure`; a plaintext SuperLink listens on loopback unless --host says otherwise."""
 
 from __future__ import annotations
 
@@ -34,6 +34,18 @@ def test_federate_run_dir_naming_a_file_is_one_line(tmp_path):
         assert "--run-dir" in result.output and f"{taken} is a file" in result.output
         assert len(result.output.strip().splitlines()) == 1
     assert taken.read_text() == "keep"
+
+
+@pytest.mark.parametrize("cpus", ["0", "100000"])
+def test_federate_cpus_per_site_beyond_the_machine_is_one_line(tmp_path, cpus):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"name: t\njoints: [knee]\nsites: [{tmp_path / 's1'}, {tmp_path / 's2'}]\n")
+    args = ["federate", "--config", str(exp), "--run-dir", str(tmp_path / "run")]
+    result = CliRunner().invoke(build_full_app(), [*args, "--cpus-per-site", cpus])
+    assert result.exit_code == 2, result.output
+    assert "--cpus-per-site must be between 1 and this machine's" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # refused before Ray or the run dir
 
 
 def test_superlink_refuses_certs_with_insecure(tmp_path, started):
