@@ -28,6 +28,8 @@ KEPT_METRICS = (
 # The fine-tuning lr the reproduction's recorded figures used; the default has since moved to
 # 5e-3 (docs/feature-study.md, section 6), which the next full `make reproduce` should adopt.
 RECORDED_FINETUNE_LR = 2e-3
+# Likewise its budget in epochs alone: the default floor of 400 steps (section 9) came later.
+RECORDED_MIN_STEPS = 0
 
 
 def model_overrides(model: ModelSpec) -> list[str]:
@@ -125,6 +127,7 @@ def finetune(
         overrides=[
             *model_overrides(model),
             f"train.lr={RECORDED_FINETUNE_LR}",
+            f"train.min_steps={RECORDED_MIN_STEPS}",
             *(f"train.{k}={v}" for k, v in train.items()),
         ],
     )

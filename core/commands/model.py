@@ -97,7 +97,8 @@ def finetune(
     epochs: int | None = typer.Option(
         None,
         "--epochs",
-        help="Training epochs (more on small label sets, to reach train.min_steps steps).",
+        help="Training epochs, exactly (without it: up to 100 epochs with early stopping, "
+        "raised on small label sets to reach train.min_steps optimizer steps).",
     ),
     force: bool = typer.Option(
         False, "--force", help="Replace the checkpoint a previous fine-tuning left in --out."
@@ -118,7 +119,8 @@ def finetune(
     require_tracking(tracking)
     source = load_checkpoint(init)
     extra = [f"train.mode={mode}", f"train.label_fraction={label_fraction}"]
-    extra += [f"train.epochs={epochs}"] if epochs is not None else []
+    # an explicit --epochs is the budget: no step floor unless train.min_steps=N says so
+    extra += [f"train.epochs={epochs}", "train.min_steps=0"] if epochs is not None else []
     config = _finetune_config(
         to_dict(checked_model_config(source, source=init)), extra + list(overrides or [])
     )

@@ -9,12 +9,15 @@ training while one hangs.
   message (the marker file records that it did).
 - `--capture DIR`: every reply a site sends is written to DIR as raw bytes (arrays) and
   JSON (configs, metrics), for the PHI scan.
+- `--rss-log FILE`: after each train message a site appends one JSON line to FILE: its
+  partition, the resident memory of its own process and of the server's (this one), in MiB.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -65,6 +68,30 @@ def capture_replies(*, folder: Path):
     return mod
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of process `pid` now (Linux /proc), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/{pid}/status has no VmRSS line")
+
+
+def log_rss(*, path: Path, server_pid: int):
+    def mod(msg, context, call_next):
+        reply = call_next(msg, context)
+        if msg.metadata.message_type == MessageType.TRAIN:
+            line = {
+                "partition": int(context.node_config["partition-id"]),
+                "site_rss": rss_mib(os.getpid()),
+                "server_rss": rss_mib(server_pid),
+            }
+            with path.open("a") as out:
+                out.write(json.dumps(line) + "\n")
+        return reply
+
+    return mod
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("experiment")
@@ -72,12 +99,15 @@ def main() -> None:
     parser.add_argument("--hang-marker", type=Path)
     parser.add_argument("--hang-seconds", type=float, default=0.0)
     parser.add_argument("--capture", type=Path)
+    parser.add_argument("--rss-log", type=Path)
     args, overrides = parser.parse_known_args()
     mods = []
     if args.hang_marker:
         mods.append(hang_once(marker=args.hang_marker, seconds=args.hang_seconds))
     if args.capture:
         mods.append(capture_replies(folder=args.capture))
+    if args.rss_log:
+        mods.append(log_rss(path=args.rss_log, server_pid=os.getpid()))
     run_embedded(
         experiment_path=args.experiment,
         run_dir=args.run_dir,

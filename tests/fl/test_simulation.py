@@ -1,6 +1,6 @@
 """The real ServerApp and ClientApps in Flower's simulation engine (no mocks):
 history contract, per-group participation, resume after SIGKILL,
-dropout of a failing site and of a hanging one."""
+dropout of a failing site and of a hanging one, and a 50-round soak."""
 
 from __future__ import annotations
 
@@ -191,6 +191,42 @@ def test_existing_run_dir_needs_resume(finished_run):
     assert "--resume" in result.stderr and "Traceback" not in result.stderr
 
 
+def _instrumented(exp: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "tests.fl.instrumented_federation", str(exp), str(run_dir)]
+    return subprocess.run(
+        [*cmd, *extra],
+        cwd=REPO,
+        env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+SOAK_ROUNDS = 50
+
+
+def test_soak_fifty_rounds_without_memory_growth(tmp_path, fed_sites):
+    # issue 15: 50 tiny pretraining rounds; each site's process and the server's grow < 10%
+    # in resident memory from round 5 to round 50 (a leak per round would show here)
+    exp = write_experiment(
+        tmp_path / "exp.yaml", sites=fed_sites[:2], extra="evaluate: {enabled: false}"
+    )
+    rss = tmp_path / "rss.jsonl"
+    overrides = [f"pretrain.rounds={SOAK_ROUNDS}", "pretrain.train.steps=1", "finetune.rounds=0"]
+    result = _instrumented(exp, tmp_path / "run", "--rss-log", str(rss), *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(_history(tmp_path / "run")) == SOAK_ROUNDS
+    lines = [json.loads(line) for line in rss.read_text().splitlines()]
+    for partition in (0, 1):
+        mine = [line for line in lines if line["partition"] == partition]
+        assert len(mine) == SOAK_ROUNDS
+        for key in ("site_rss", "server_rss"):
+            at5, at50 = mine[4][key], mine[-1][key]
+            print(f"partition {partition} {key}: round 5 {at5:.0f} MiB, round 50 {at50:.0f} MiB")
+            assert at50 < 1.10 * at5, (partition, key, at5, at50)
+
+
 def test_hanging_site_is_missing_then_rejoins(tmp_path, fed_sites):
     # knee-a (partition 0) sleeps 50 s on its first train message; the pretrain round times out
     # at 30 s and completes with the two sites that answered; knee-a fine-tunes afterwards
@@ -198,25 +234,15 @@ def test_hanging_site_is_missing_then_rejoins(tmp_path, fed_sites):
         tmp_path / "exp.yaml", sites=fed_sites, extra="evaluate: {enabled: false}"
     )
     marker = tmp_path / "hung"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.fl.instrumented_federation",
-            str(exp),
-            str(tmp_path / "run"),
-            "--hang-marker",
-            str(marker),
-            "--hang-seconds",
-            "50",
-            "pretrain.rounds=1",
-            "pretrain.timeout_s=30",
-        ],
-        cwd=REPO,
-        env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"},
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = _instrumented(
+        exp,
+        tmp_path / "run",
+        "--hang-marker",
+        str(marker),
+        "--hang-seconds",
+        "50",
+        "pretrain.rounds=1",
+        "pretrain.timeout_s=30",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert marker.exists()

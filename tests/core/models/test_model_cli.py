@@ -173,3 +173,26 @@ def test_negative_steps_are_refused_before_anything_is_read_or_written(app, tmp_
         result.output.strip() == "error: train.steps must be >= 0 (0 = the initialisation), got -1"
     )
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "epochs"),
+    [
+        (["train.epochs=2", "train.min_steps=7"], 3),  # 5 training cases, batch 2: 3 steps/epoch
+        (["--epochs", "2", "train.min_steps=7"], 3),  # the floor given explicitly still holds
+        (["--epochs", "2"], 2),  # an explicit --epochs is the budget: no default floor
+    ],
+)
+def test_finetune_step_floor_and_explicit_epochs(app, tmp_path, extra, epochs):
+    cli, site = app
+    runner = CliRunner()
+    args = ["--site", str(site), "--out", str(tmp_path / "pre"), "--steps", "1", *TINY]
+    assert runner.invoke(cli, ["pretrain", *args]).exit_code == 0
+    pre = tmp_path / "pre" / "checkpoint.safetensors"
+    ft = runner.invoke(
+        cli,
+        ["finetune", "--site", str(site), "--init", str(pre), "--out", str(tmp_path / "ft")]
+        + ["train.val_fraction=0", "train.batch_size=2", *extra],
+    )
+    assert ft.exit_code == 0, ft.output
+    assert f"{epochs} epochs" in ft.output
