@@ -22,8 +22,11 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/python -m core.demo
 
+# Two workers, one file each at a time (module fixtures such as a Flower simulation or a
+# loopback deployment stay in one worker), one torch thread each: much of the suite waits on
+# Flower/Ray processes, so two files at once finish sooner than one file with two threads.
 test: setup
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # Benchmarks print ratios measured in one run (the paper step alone takes minutes on 2 cores);
 # each also writes its figures as JSON under runs/bench/.

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from core.atomic import load_arrays
 from core.data.manifest import SiteManifest, write_manifest
 from core.views import LABELS, VIEWS
 from tests.core.data import dicom_factory as factory
+
+REPO = Path(__file__).resolve().parents[2]
 
 # A model small enough for a whole federation to run in well under a minute on 2 cores.
 TINY_MODEL = [
@@ -87,3 +94,42 @@ def fed_sites(tmp_path_factory) -> list[Path]:
         make_site(root / "knee-b", joint="knee", site_id="knee-b", seed=2, views=VIEWS[:2]),
         make_site(root / "ankle-c", joint="ankle", site_id="ankle-c", seed=3),
     ]
+
+
+def federate_cli(exp: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`orthofed federate` of `exp` into `run_dir` in a subprocess, to its end."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "fl_server.cli",
+        "federate",
+        "--config",
+        str(exp),
+        "--run-dir",
+        str(run_dir),
+        *extra,
+    ]
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def run_history(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+
+
+def final_weights(run_dir: Path) -> dict[str, np.ndarray]:
+    latest = json.loads((run_dir / "latest.json").read_text())
+    return load_arrays(run_dir / latest["checkpoint"])
+
+
+def instrumented_federation(exp: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """tests/fl/instrumented_federation.py (the real simulation with fault/watch mods)."""
+    cmd = [sys.executable, "-m", "tests.fl.instrumented_federation", str(exp), str(run_dir)]
+    return subprocess.run(
+        [*cmd, *extra],
+        cwd=REPO,
+        env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )

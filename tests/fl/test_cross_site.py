@@ -13,8 +13,7 @@ from core.atomic import load_arrays
 from core.checkpoint import load_checkpoint
 from core.reporting.federation_run import load_cross_site
 from core.views import VIEWS
-from tests.fl.conftest import make_site, write_experiment
-from tests.fl.test_simulation import _federate, _final_weights, _history
+from tests.fl.conftest import federate_cli, final_weights, make_site, run_history, write_experiment
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +27,13 @@ def cross_site_run(tmp_path_factory):
         make_site(root / "ankle-c", joint="ankle", site_id="ankle-c", seed=13, n_cases=10),
     ]
     exp = write_experiment(root / "exp.yaml", sites=sites, extra="evaluate: {cross_site: true}")
-    result = _federate(exp, root / "run", "pretrain.rounds=1")
+    result = federate_cli(exp, root / "run", "pretrain.rounds=1")
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "run"
 
 
 def test_local_only_round_precedes_evaluation(cross_site_run):
-    history = _history(cross_site_run)
+    history = run_history(cross_site_run)
     assert [(r["phase"], r["round"]) for r in history] == [
         ("pretrain", 1),
         ("finetune", 1),
@@ -55,7 +54,7 @@ def test_matrix_shape_and_values(cross_site_run):
     assert matrix["models"] == ["global", *(f"local {s}" for s in sites)]
     values = matrix["macro_auc"]
     assert len(values) == 4 and all(len(row) == 3 for row in values)
-    evaluate = _history(cross_site_run)[-1]
+    evaluate = run_history(cross_site_run)[-1]
     assert values[0] == [evaluate["metrics"][s].get("macro_auc") for s in sites]
     joint = {"ankle-c": "ankle", "knee-a": "knee", "knee-b": "knee"}
     for model_site, row in zip(sites, values[1:], strict=True):
@@ -72,7 +71,7 @@ def test_matrix_shape_and_values(cross_site_run):
 
 
 def test_local_models_are_checkpoints_and_differ_from_global(cross_site_run):
-    final = _final_weights(cross_site_run)
+    final = final_weights(cross_site_run)
     for site in ("knee-a", "knee-b"):
         path = cross_site_run / "local" / f"{site}.safetensors"
         checkpoint = load_checkpoint(path)  # a full orthofed checkpoint (manifest + weights)

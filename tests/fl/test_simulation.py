@@ -1,6 +1,6 @@
 """The real ServerApp and ClientApps in Flower's simulation engine (no mocks):
-history contract, per-group participation, resume after SIGKILL,
-dropout of a failing site and of a hanging one, and a 50-round soak."""
+history contract, per-group participation, resume after SIGKILL, refusals (faulty and
+hanging sites and the soak: test_simulation_faults.py)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 
 from core.atomic import load_arrays
-from tests.fl.conftest import make_site, write_experiment
+from tests.fl.conftest import REPO, federate_cli, final_weights, run_history, write_experiment
 
-REPO = Path(__file__).resolve().parents[2]
 HISTORY_KEYS = {
     "phase",
     "round",
@@ -31,43 +30,18 @@ HISTORY_KEYS = {
 }
 
 
-def _federate(exp: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "fl_server.cli",
-        "federate",
-        "--config",
-        str(exp),
-        "--run-dir",
-        str(run_dir),
-        *extra,
-    ]
-    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-
-
-def _history(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
-
-
-def _final_weights(run_dir: Path) -> dict[str, np.ndarray]:
-    latest = json.loads((run_dir / "latest.json").read_text())
-    return load_arrays(run_dir / latest["checkpoint"])
-
-
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, fed_sites):
     root = tmp_path_factory.mktemp("run")
     exp = write_experiment(root / "exp.yaml", sites=fed_sites, extra="tracking: tensorboard")
-    result = _federate(exp, root / "run")
+    result = federate_cli(exp, root / "run")
     assert result.returncode == 0, result.stderr[-3000:]
     return exp, root / "run"
 
 
 def test_history_contract_and_per_group_participation(finished_run):
     _, run_dir = finished_run
-    history = _history(run_dir)
+    history = run_history(run_dir)
     assert [(r["phase"], r["round"]) for r in history] == [
         ("pretrain", 1),
         ("pretrain", 2),
@@ -154,104 +128,26 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, finished_run):
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_before = len(_history(run_dir))
+    done_before = len(run_history(run_dir))
     assert 1 <= done_before < 4, "the kill should land mid-federation"
-    result = _federate(exp, run_dir, "--resume")
+    result = federate_cli(exp, run_dir, "--resume")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert [(r["phase"], r["round"]) for r in _history(run_dir)] == [
-        (r["phase"], r["round"]) for r in _history(reference)
+    assert [(r["phase"], r["round"]) for r in run_history(run_dir)] == [
+        (r["phase"], r["round"]) for r in run_history(reference)
     ]
     # the resumed run's event log holds every round once (rebuilt from history.jsonl)
     assert _tensorboard_steps(run_dir)["round/bytes_up"] == [1, 2, 3, 4]
-    ours, theirs = _final_weights(run_dir), _final_weights(reference)
+    ours, theirs = final_weights(run_dir), final_weights(reference)
     assert list(ours) == list(theirs)
     for key in theirs:
         np.testing.assert_allclose(ours[key], theirs[key], atol=1e-6, err_msg=key)
 
 
-def test_failing_site_is_recorded_and_round_completes(tmp_path, fed_sites):
-    # a site without labels cannot fine-tune: its finetune reply is an error, the round goes on
-    unlabeled = make_site(tmp_path / "knee-u", joint="knee", site_id="knee-u", seed=9, labels=False)
-    sites = [fed_sites[0], fed_sites[2], unlabeled]
-    exp = write_experiment(tmp_path / "exp.yaml", sites=sites, extra="evaluate: {enabled: false}")
-    result = _federate(exp, tmp_path / "run", "pretrain.rounds=1")
-    assert result.returncode == 0, result.stderr[-3000:]
-    history = _history(tmp_path / "run")
-    pretrain, finetune = history
-    assert "knee-u" in pretrain["metrics"]  # it took part while it could
-    reasons = [r for r in finetune["rejected"] if r["site"] == "knee-u"]
-    assert reasons and "labeled" in reasons[0]["reason"]
-    assert set(finetune["metrics"]) == {"knee-a", "ankle-c"}
-
-
 def test_existing_run_dir_needs_resume(finished_run):
     exp, run_dir = finished_run
-    result = _federate(exp, run_dir)
+    result = federate_cli(exp, run_dir)
     assert result.returncode == 2
     assert "--resume" in result.stderr and "Traceback" not in result.stderr
-
-
-def _instrumented(exp: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "tests.fl.instrumented_federation", str(exp), str(run_dir)]
-    return subprocess.run(
-        [*cmd, *extra],
-        cwd=REPO,
-        env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-
-
-SOAK_ROUNDS = 50
-
-
-def test_soak_fifty_rounds_without_memory_growth(tmp_path, fed_sites):
-    # issue 15: 50 tiny pretraining rounds; each site's process and the server's grow < 10%
-    # in resident memory from round 5 to round 50 (a leak per round would show here)
-    exp = write_experiment(
-        tmp_path / "exp.yaml", sites=fed_sites[:2], extra="evaluate: {enabled: false}"
-    )
-    rss = tmp_path / "rss.jsonl"
-    overrides = [f"pretrain.rounds={SOAK_ROUNDS}", "pretrain.train.steps=1", "finetune.rounds=0"]
-    result = _instrumented(exp, tmp_path / "run", "--rss-log", str(rss), *overrides)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert len(_history(tmp_path / "run")) == SOAK_ROUNDS
-    lines = [json.loads(line) for line in rss.read_text().splitlines()]
-    for partition in (0, 1):
-        mine = [line for line in lines if line["partition"] == partition]
-        assert len(mine) == SOAK_ROUNDS
-        for key in ("site_rss", "server_rss"):
-            at5, at50 = mine[4][key], mine[-1][key]
-            print(f"partition {partition} {key}: round 5 {at5:.0f} MiB, round 50 {at50:.0f} MiB")
-            assert at50 < 1.10 * at5, (partition, key, at5, at50)
-
-
-def test_hanging_site_is_missing_then_rejoins(tmp_path, fed_sites):
-    # knee-a (partition 0) sleeps 50 s on its first train message; the pretrain round times out
-    # at 30 s and completes with the two sites that answered; knee-a fine-tunes afterwards
-    exp = write_experiment(
-        tmp_path / "exp.yaml", sites=fed_sites, extra="evaluate: {enabled: false}"
-    )
-    marker = tmp_path / "hung"
-    result = _instrumented(
-        exp,
-        tmp_path / "run",
-        "--hang-marker",
-        str(marker),
-        "--hang-seconds",
-        "50",
-        "pretrain.rounds=1",
-        "pretrain.timeout_s=30",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert marker.exists()
-    pretrain, finetune = _history(tmp_path / "run")
-    assert pretrain["missing"] == ["knee-a"]
-    assert set(pretrain["metrics"]) == {"knee-b", "ankle-c"}
-    assert "knee-a" not in pretrain["groups"]["backbone.sagittal"]["sites"]
-    assert pretrain["wall_s"] < 50  # the round did not wait for the hanging site
-    assert "knee-a" in finetune["metrics"]
 
 
 def test_global_checkpoint_evaluates_like_a_local_one(finished_run, fed_sites, tmp_path):
@@ -280,7 +176,7 @@ def test_global_checkpoint_evaluates_like_a_local_one(finished_run, fed_sites, t
     info = CliRunner().invoke(build_app(), ["info", str(final), "--json"])
     assert info.exit_code == 0, info.output
     card = json.loads(info.output)
-    history = _history(run_dir)
+    history = run_history(run_dir)
     assert card["kind"] == "federated"
     assert sum(card["training"]["rounds"].values()) == len(history)
     assert set(card["training"]["sites"]) == {s for r in history for s in r["sampled"]}
@@ -341,7 +237,7 @@ def test_resume_with_another_config_is_refused_in_one_line(finished_run):
     # issue 15, defect 2: a finished run resumed with a changed config (exit 0 before)
     exp, run_dir = finished_run
     before = (run_dir / "history.jsonl").read_bytes(), (run_dir / "latest.json").read_bytes()
-    result = _federate(exp, run_dir, "--resume", "finetune.train.lr=0.01", "pretrain.rounds=3")
+    result = federate_cli(exp, run_dir, "--resume", "finetune.train.lr=0.01", "pretrain.rounds=3")
     assert result.returncode == 2
     line = _error_line(result)
     assert "another configuration" in line and "finetune.train.lr" in line
@@ -352,7 +248,7 @@ def test_resume_with_another_config_is_refused_in_one_line(finished_run):
 
 def test_resume_of_a_mistyped_run_dir_starts_nothing(tmp_path, finished_run):
     exp, _ = finished_run
-    result = _federate(exp, tmp_path / "typo", "--resume")
+    result = federate_cli(exp, tmp_path / "typo", "--resume")
     assert result.returncode == 2
     assert "holds no started federation" in _error_line(result)
     assert not (tmp_path / "typo").exists()
@@ -361,7 +257,7 @@ def test_resume_of_a_mistyped_run_dir_starts_nothing(tmp_path, finished_run):
 def test_coordinator_mistake_is_refused_before_ray(tmp_path, fed_sites):
     # issue 15, defect 3: refused when the experiment loads, nothing written, no site asked
     exp = write_experiment(tmp_path / "exp.yaml", sites=fed_sites)
-    result = _federate(exp, tmp_path / "run", "pretrain.timeout_s=-5")
+    result = federate_cli(exp, tmp_path / "run", "pretrain.timeout_s=-5")
     assert result.returncode == 2
     assert _error_line(result).startswith("error: pretrain.timeout_s must be a number of seconds")
     assert not (tmp_path / "run").exists()
