@@ -5,7 +5,9 @@ head is trained on frozen features of (a) a pretrained backbone and (b) the rand
 of the same architecture and seed, and scored (macro AUC) on a validation fold carved from
 the site's *training* cases (K folds, stratified by label). The held-out split is never read.
 Prints a table (mean +- sd over folds x seeds, paired SSL - random differences and how many
-were > 0) and writes OUT/feature_study.json and OUT/feature_study.md.
+were > 0; with `--cnn-steps N` also a supervised multi-view 3D CNN trained from scratch on the
+same label subset, reproduce/cnn_baseline.py, and SSL - CNN) and writes
+OUT/feature_study.json and OUT/feature_study.md.
 
     python bench/feature_study.py --site SITE --init runs/pre/checkpoint.safetensors \
         --taps 100:middle 10:down.1 10:down.0+10:up.0 --fractions 1.0 0.5 0.1 --seeds 3
@@ -79,6 +81,15 @@ def _cell(
     return _score(trained, val)
 
 
+def _cnn_cell(*, train, val, fraction: float, seed: int, args) -> float | None:
+    """The supervised multi-view 3D CNN on the probe's label subset, scored on `val`."""
+    from reproduce.cnn_baseline import CNNBudget, cnn_macro_auc, label_subset, train_cnn
+
+    chosen = label_subset(train, fraction=fraction, seed=seed)
+    net = train_cnn(chosen, joint=args.joint, budget=CNNBudget(steps=args.cnn_steps), seed=seed)
+    return cnn_macro_auc(net, val, joint=args.joint)
+
+
 def _summary(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "n/a"
 
@@ -92,6 +103,13 @@ def main() -> None:
     parser.add_argument("--fractions", nargs="+", type=float, default=[1.0, 0.5, 0.1])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument(
+        "--cnn-steps",
+        type=int,
+        default=0,
+        help="also train the supervised multi-view 3D CNN baseline (reproduce/cnn_baseline.py) "
+        "this many steps on each cell's label subset (default 0: not trained)",
+    )
     parser.add_argument(
         "overrides",
         nargs="*",
@@ -113,14 +131,16 @@ def main() -> None:
     train_cfg = load_config(
         FinetuneConfig, path=CONFIGS_DIR / "train" / "finetune.yaml", overrides=args.overrides
     )
+    args.joint = site.joint
     folds = _folds(training, k=args.folds)
     args.out.mkdir(parents=True, exist_ok=True)
     rows, started = [], time.perf_counter()
+    cnn_scores: dict[tuple, float | None] = {}  # (fraction, fold, seed): taps do not matter
     for taps_text in args.taps:
         models, step = _models(args.init, joint=site.joint.value, taps=_parse_taps(taps_text))
         for fraction in args.fractions:
-            scores: dict[str, list[float]] = {"ssl": [], "random": []}
-            diffs = []
+            scores: dict[str, list[float]] = {"ssl": [], "random": [], "cnn": []}
+            diffs, cnn_diffs = [], []
             for k, val in enumerate(folds):
                 train = [c for j, f in enumerate(folds) if j != k for c in f]
                 for seed in range(args.seeds):
@@ -141,19 +161,36 @@ def main() -> None:
                     for name, value in pair.items():
                         scores[name].append(value)
                     diffs.append(pair["ssl"] - pair["random"])
+                    if args.cnn_steps > 0:
+                        key = (fraction, k, seed)
+                        if key not in cnn_scores:
+                            cnn_scores[key] = _cnn_cell(
+                                train=train, val=val, fraction=fraction, seed=seed, args=args
+                            )
+                        if cnn_scores[key] is not None:
+                            scores["cnn"].append(cnn_scores[key])
+                            cnn_diffs.append(pair["ssl"] - cnn_scores[key])
             row = {
                 "taps": taps_text,
                 "fraction": fraction,
                 "ssl": scores["ssl"],
                 "random": scores["random"],
                 "diff": diffs,
+                "cnn": scores["cnn"],
+                "ssl_minus_cnn": cnn_diffs,
                 "pretrain_step": step,
             }
             rows.append(row)
+            cnn = (
+                f"  cnn {_summary(scores['cnn'])}  ssl-cnn {_summary(cnn_diffs)} "
+                f"({sum(d > 0 for d in cnn_diffs)}/{len(cnn_diffs)} > 0)"
+                if args.cnn_steps > 0
+                else ""
+            )
             print(
                 f"{taps_text:28s} {fraction:>4.0%}  ssl {_summary(scores['ssl'])}  random "
                 f"{_summary(scores['random'])}  ssl-random {_summary(diffs)} "
-                f"({sum(d > 0 for d in diffs)}/{len(diffs)} > 0)  "
+                f"({sum(d > 0 for d in diffs)}/{len(diffs)} > 0){cnn}  "
                 f"[{time.perf_counter() - started:.0f} s]",
                 flush=True,
             )
@@ -167,13 +204,15 @@ def main() -> None:
         f"{len(training)} training cases, {args.folds} validation folds x {args.seeds} seeds "
         "(held-out split not used); macro AUC on the validation fold.",
         "",
-        "| taps | labels | SSL probe | random probe | SSL - random | > 0 |",
-        "|---|---|---|---|---|---|",
+        "| taps | labels | SSL probe | random probe | SSL - random | > 0 | CNN | SSL - CNN | > 0 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['taps']} | {r['fraction']:.0%} | {_summary(r['ssl'])} | {_summary(r['random'])} "
-            f"| {_summary(r['diff'])} | {sum(d > 0 for d in r['diff'])}/{len(r['diff'])} |"
+            f"| {_summary(r['diff'])} | {sum(d > 0 for d in r['diff'])}/{len(r['diff'])} "
+            f"| {_summary(r['cnn'])} | {_summary(r['ssl_minus_cnn'])} "
+            f"| {sum(d > 0 for d in r['ssl_minus_cnn'])}/{len(r['ssl_minus_cnn'])} |"
         )
     (args.out / "feature_study.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
