@@ -81,13 +81,13 @@ def _cell(
     return _score(trained, val)
 
 
-def _cnn_cell(*, train, val, fraction: float, seed: int, args) -> float | None:
+def _cnn_cell(*, train, val, fraction: float, seed: int, joint, steps: int) -> float | None:
     """The supervised multi-view 3D CNN on the probe's label subset, scored on `val`."""
     from reproduce.cnn_baseline import CNNBudget, cnn_macro_auc, label_subset, train_cnn
 
     chosen = label_subset(train, fraction=fraction, seed=seed)
-    net = train_cnn(chosen, joint=args.joint, budget=CNNBudget(steps=args.cnn_steps), seed=seed)
-    return cnn_macro_auc(net, val, joint=args.joint)
+    net = train_cnn(chosen, joint=joint, budget=CNNBudget(steps=steps), seed=seed)
+    return cnn_macro_auc(net, val, joint=joint)
 
 
 def _summary(values: list[float]) -> str:
@@ -131,7 +131,6 @@ def main() -> None:
     train_cfg = load_config(
         FinetuneConfig, path=CONFIGS_DIR / "train" / "finetune.yaml", overrides=args.overrides
     )
-    args.joint = site.joint
     folds = _folds(training, k=args.folds)
     args.out.mkdir(parents=True, exist_ok=True)
     rows, started = [], time.perf_counter()
@@ -165,7 +164,12 @@ def main() -> None:
                         key = (fraction, k, seed)
                         if key not in cnn_scores:
                             cnn_scores[key] = _cnn_cell(
-                                train=train, val=val, fraction=fraction, seed=seed, args=args
+                                train=train,
+                                val=val,
+                                fraction=fraction,
+                                seed=seed,
+                                joint=site.joint,
+                                steps=args.cnn_steps,
                             )
                         if cnn_scores[key] is not None:
                             scores["cnn"].append(cnn_scores[key])

@@ -96,21 +96,26 @@ def fed_sites(tmp_path_factory) -> list[Path]:
     ]
 
 
+def federate_command(exp: Path, run_dir: Path, *extra: str) -> list[str]:
+    """`orthofed federate` of `exp` into `run_dir`, as a subprocess command line."""
+    cli = [sys.executable, "-m", "fl_server.cli", "federate"]
+    return [*cli, "--config", str(exp), "--run-dir", str(run_dir), *extra]
+
+
+def federation_env() -> dict[str, str]:
+    return {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
+
+
 def federate_cli(exp: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     """`orthofed federate` of `exp` into `run_dir` in a subprocess, to its end."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "fl_server.cli",
-        "federate",
-        "--config",
-        str(exp),
-        "--run-dir",
-        str(run_dir),
-        *extra,
-    ]
-    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        federate_command(exp, run_dir, *extra),
+        cwd=REPO,
+        env=federation_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def run_history(run_dir: Path) -> list[dict]:
@@ -128,7 +133,7 @@ def instrumented_federation(exp: Path, run_dir: Path, *extra: str) -> subprocess
     return subprocess.run(
         [*cmd, *extra],
         cwd=REPO,
-        env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"},
+        env=federation_env(),
         capture_output=True,
         text=True,
         timeout=900,

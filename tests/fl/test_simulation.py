@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +15,15 @@ import numpy as np
 import pytest
 
 from core.atomic import load_arrays
-from tests.fl.conftest import REPO, federate_cli, final_weights, run_history, write_experiment
+from tests.fl.conftest import (
+    REPO,
+    federate_cli,
+    federate_command,
+    federation_env,
+    final_weights,
+    run_history,
+    write_experiment,
+)
 
 HISTORY_KEYS = {
     "phase",
@@ -101,21 +108,10 @@ def test_group_nobody_sent_keeps_its_value(finished_run):
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path, finished_run):
     exp, reference = finished_run
     run_dir = tmp_path / "killed"
-    cmd = [
-        sys.executable,
-        "-m",
-        "fl_server.cli",
-        "federate",
-        "--config",
-        str(exp),
-        "--run-dir",
-        str(run_dir),
-    ]
-    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
     proc = subprocess.Popen(
-        cmd,
+        federate_command(exp, run_dir),
         cwd=REPO,
-        env=env,
+        env=federation_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
