@@ -88,12 +88,16 @@ class FinetuneSpec:
 
 @dataclass
 class BaselineSpec:
-    """Row 5's supervised MONAI BasicUNet (reproduce/baselines.py), trained from scratch on
-    the knee pool's masks at each label fraction (the heads' subsets)."""
+    """Supervised baselines trained from scratch at each label fraction, on the subsets the
+    heads draw: row 5's MONAI BasicUNet (reproduce/baselines.py) on the knee pool's masks and
+    row 1's multi-view 3D CNN (reproduce/cnn_baseline.py) on its labels."""
 
     unet_steps: int = 400
     unet_batch: int = 4
     unet_lr: float = 2e-3
+    cnn_steps: int = 600
+    cnn_batch: int = 8
+    cnn_lr: float = 1e-3
 
 
 @dataclass

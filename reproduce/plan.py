@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reproduce import baselines, federations, local, specs
+from reproduce import federations, local, specs
+from reproduce.baseline_cells import detection_baseline_cells, segmentation_baseline_cells
 from reproduce.cells import Cell, CellCache
 from reproduce.config import KNEE, ReproduceConfig
 from reproduce.sites import SiteCases, counts
@@ -357,33 +358,6 @@ def privacy_cells(ctx: Context, seed: int) -> list[Cell]:
     return cells
 
 
-def segmentation_baseline_cells(ctx: Context, seed: int) -> list[Cell]:
-    """Row 5's supervised BasicUNet at every label fraction of the knee pool's masks."""
-    spec = ctx.config.baselines
-    budget = baselines.UNetBudget(
-        steps=spec.unet_steps, batch_size=spec.unet_batch, lr=spec.unet_lr
-    )
-
-    def cell(fraction: float) -> Cell:
-        def run() -> dict[str, Any]:
-            cases = ctx.knee_pool()
-            chosen = baselines.mask_subset(cases, fraction=fraction, seed=seed)
-            net = baselines.train_unet(chosen, budget=budget, seed=seed)
-            metrics = baselines.unet_dice(net, [c for c in cases if c.heldout])
-            return {"metrics": metrics, "n_train": len(chosen), "budget": vars(spec)}
-
-        return Cell(
-            key=f"s{seed}.{specs.r5_unet(fraction)}",
-            run=run,
-            row="5",
-            setting=specs.mask_fraction_models(ctx.config)[specs.r5_unet(fraction)],
-            seed=seed,
-            needs=[f"site.{s}" for s in ctx.knee_sites()],
-        )
-
-    return [cell(f) for f in ctx.config.label_fractions]
-
-
 def seed_cells(ctx: Context, seed: int) -> list[Cell]:
     """Every cell of one seed, each after the cells it needs."""
     random_init = _pretraining(ctx, seed, name="random-init", site_names=ctx.knee_sites(), steps=0)
@@ -395,4 +369,5 @@ def seed_cells(ctx: Context, seed: int) -> list[Cell]:
         *federation_value_cells(ctx, seed),
         *privacy_cells(ctx, seed),
         *segmentation_baseline_cells(ctx, seed),
+        *detection_baseline_cells(ctx, seed),
     ]

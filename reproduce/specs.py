@@ -39,6 +39,7 @@ METHODS = {
     "scratch-full": ("scratch: random init, whole model trained (full)", "random", "full"),
     "random-linear": ("random frozen backbone + linear probe", "random", "linear"),
 }
+CNN_LABEL = "supervised multi-view 3D CNN from scratch (no diffusion backbone)"
 TRANSFER_METHODS = {
     "fed-linear": "knee federated SSL backbone + linear probe",
     "fed-partial": "knee federated SSL backbone + partial fine-tune",
@@ -81,6 +82,10 @@ def r3(site: str, method: str) -> str:
     return f"r3.{site}.{method}"
 
 
+def r1_cnn(fraction: float) -> str:
+    return f"r1.cnn.f{fraction:g}"
+
+
 def r5_unet(fraction: float) -> str:
     return f"r5.unet.f{fraction:g}"
 
@@ -104,6 +109,10 @@ def lines(config: ReproduceConfig) -> list[Line]:
     out = [
         Line("1", f"{label} @ {pct(f)} labels", r1(m, f), "metrics.macro_auc")
         for m, (label, _, _) in METHODS.items()
+        for f in config.label_fractions
+    ]
+    out += [
+        Line("1", f"{CNN_LABEL} @ {pct(f)} labels", r1_cnn(f), "metrics.macro_auc")
         for f in config.label_fractions
     ]
     for model, label in r2_models(config).items():
@@ -171,6 +180,7 @@ def contrasts(config: ReproduceConfig) -> list[Contrast]:
                 r1("fed-partial", f),
                 r1("scratch-full", f),
             ),
+            Contrast("1", f"SSL probe - supervised CNN @ {pct(f)}", r1("fed-linear", f), r1_cnn(f)),
         ]
     for site in config.sites_of(KNEE):
         out.append(
