@@ -157,13 +157,19 @@ def run_simulation(
 
 
 def run_deployment(
-    work: Path, *, sites: dict[str, Path], overrides: list[str], timeout_s: float
+    work: Path,
+    *,
+    sites: dict[str, Path],
+    overrides: list[str],
+    timeout_s: float,
+    launcher: str = "warm",
 ) -> Path:
     from fl_server.loopback import LoopbackFederation
 
+    work.mkdir(parents=True, exist_ok=True)
     run_dir = work / "run"
     with LoopbackFederation(work) as fed:
-        fed.start(sites)
+        fed.start(sites, supernode_args=[f"--{launcher}"])
         done = fed.submit(EXPERIMENT, run_dir=run_dir, overrides=overrides, timeout_s=timeout_s)
         if done.returncode != 0 or "finished:completed" not in done.stdout:
             logs = "".join(
@@ -195,6 +201,7 @@ def round_figures(run_dir: Path, *, sites: list[str]) -> list[dict]:
                 "wall_s": round(wall, 3),
                 "slowest_site_s": round(slowest, 3),
                 "sum_sites_s": round(sum(compute.values()), 3),
+                "overhead_s": round(wall - slowest, 3),
                 "overhead_share": round((wall - slowest) / wall, 4),
                 "sites_s": compute,
             }
@@ -228,37 +235,67 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     overrides.append(f"pretrain.train.steps={cal['steps']}")
     timeout_s = args.timeout or 600 + args.rounds * (len(sites) * 4 * args.min_site_seconds + 300)
     print(f"running {args.rounds} {args.engine} round(s) of {', '.join(sites)}", flush=True)
-    if args.engine == "simulation":
-        run_dir = run_simulation(
-            work, overrides=overrides, timeout_s=timeout_s, cpus_per_site=args.cpus_per_site
-        )
-    else:
-        run_dir = run_deployment(work, sites=sites, overrides=overrides, timeout_s=timeout_s)
-    rounds = round_figures(run_dir, sites=list(sites))
-    if not rounds:
-        raise RuntimeError(f"{run_dir}/history.jsonl holds no pretraining round")
-    return {
-        "engine": args.engine,
-        "rounds": rounds,
-        "median_overhead_share": round(statistics.median(r["overhead_share"] for r in rounds), 4),
+    common = {
         "min_site_seconds": args.min_site_seconds,
         "steps": cal["steps"],
         "calibration": cal,
         "sites": list(sites),
         "cpu_count": os.cpu_count(),
         "cpus_per_site": args.cpus_per_site,
-        "bench_s": round(time.monotonic() - started, 1),
+    }
+    if args.engine == "simulation":
+        run_dir = run_simulation(
+            work, overrides=overrides, timeout_s=timeout_s, cpus_per_site=args.cpus_per_site
+        )
+        result = {"engine": "simulation", **engine_figures(run_dir, sites=list(sites))}
+    else:
+        launchers = ["cold", "warm"] if args.launcher == "both" else [args.launcher]
+        result = {"engine": "deployment", "launchers": {}}
+        for launcher in launchers:  # one after the other: they would share the cores
+            print(f"  SuperNodes with --{launcher}", flush=True)
+            run_dir = run_deployment(
+                work / launcher,
+                sites=sites,
+                overrides=overrides,
+                timeout_s=timeout_s,
+                launcher=launcher,
+            )
+            result["launchers"][launcher] = engine_figures(run_dir, sites=list(sites))
+        result.update(result["launchers"][launchers[-1]])
+        if len(launchers) == 2:
+            cold, warm = (result["launchers"][k]["median_overhead_s"] for k in launchers)
+            result["cold_over_warm_overhead_s"] = round(cold / warm, 3) if warm > 0 else None
+    return {**result, **common, "bench_s": round(time.monotonic() - started, 1)}
+
+
+def engine_figures(run_dir: Path, *, sites: list[str]) -> dict:
+    rounds = round_figures(run_dir, sites=sites)
+    if not rounds:
+        raise RuntimeError(f"{run_dir}/history.jsonl holds no pretraining round")
+    return {
+        "rounds": rounds,
+        "median_overhead_share": round(statistics.median(r["overhead_share"] for r in rounds), 4),
+        "median_overhead_s": round(statistics.median(r["overhead_s"] for r in rounds), 3),
     }
 
 
 def print_figures(result: dict) -> None:
-    print(f"\n{result['engine']}: round  wall_s  slowest_site_s  sum_sites_s  overhead_share")
-    for r in result["rounds"]:
+    tables = result.get("launchers") or {"": result}
+    for launcher, figures in tables.items():
+        name = f"{result['engine']} {launcher}".strip()
+        print(f"\n{name}: round  wall_s  slowest_site_s  sum_sites_s  overhead_s  share")
+        for r in figures["rounds"]:
+            print(
+                f"{'':>{len(name)}}  {r['round']:>5}  {r['wall_s']:>6.1f}  "
+                f"{r['slowest_site_s']:>14.1f}  {r['sum_sites_s']:>11.1f}  "
+                f"{r['overhead_s']:>10.1f}  {r['overhead_share']:>5.3f}"
+            )
         print(
-            f"{'':>{len(result['engine'])}}  {r['round']:>5}  {r['wall_s']:>6.1f}  "
-            f"{r['slowest_site_s']:>14.1f}  {r['sum_sites_s']:>11.1f}  {r['overhead_share']:>14.3f}"
+            f"median overhead: {figures['median_overhead_s']:.1f}s per round, share "
+            f"{figures['median_overhead_share']:.3f}"
         )
-    print(f"median overhead share: {result['median_overhead_share']:.3f}")
+    if "cold_over_warm_overhead_s" in result:
+        print(f"cold / warm median overhead seconds: {result['cold_over_warm_overhead_s']}")
     print(json.dumps(result, indent=2))
 
 
@@ -315,6 +352,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="simulation: cores per site (default all: sites train one after another)",
     )
+    parser.add_argument(
+        "--launcher",
+        choices=["warm", "cold", "both"],
+        default="warm",
+        help="deployment: SuperNodes with --warm (default; one import per SuperNode), --cold "
+        "(Flower's launcher, one process per message) or both, cold then warm, with the ratio "
+        "of their median overhead seconds per round",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.rounds < 1:
@@ -325,6 +370,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--steps must be >= 1")
     if args.cpus_per_site is not None and args.engine != "simulation":
         parser.error("--cpus-per-site is a simulation setting (a SuperNode uses its machine)")
+    if args.launcher != "warm" and args.engine != "deployment":
+        parser.error("--launcher is a deployment setting (the simulation has no SuperNodes)")
     return args
 
 

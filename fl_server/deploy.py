@@ -114,6 +114,9 @@ class SuperNodeOptions:
     port: int = DEFAULT_SUPERNODE_PORT
     insecure: bool = False
     max_wait_s: float | None = None
+    # True: Flower's `process` isolation, ClientApps served by `fl_client.warm_launcher`
+    # (imports once per SuperNode); False: Flower's stock `subprocess` isolation
+    warm: bool = True
 
 
 def node_config(options: SuperNodeOptions) -> str:
@@ -142,6 +145,8 @@ def supernode_command(options: SuperNodeOptions) -> list[str]:
         "--port",
         str(options.port),
     ]
+    if options.warm:
+        cmd += ["--isolation", "process"]
     if options.insecure:
         if options.root_certificates is not None or options.auth_key is not None:
             raise ValueError("--insecure cannot be combined with --root-certificates or --auth-key")

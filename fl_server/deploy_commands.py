@@ -7,11 +7,13 @@ Site: `site-key` (its own key pair), `supernode`.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import typer
 
 from core.commands.common import fail, user_errors
+from fl_client import warm_launcher
 from fl_server import certs as certs_mod
 from fl_server import deploy, deploy_submit
 
@@ -126,6 +128,12 @@ def supernode(
         help="Local port of this SuperNode's Runtime API; one per SuperNode on a machine.",
     ),
     insecure: bool = typer.Option(False, "--insecure", help="Plaintext, no TLS: local tests only."),
+    warm: bool = typer.Option(
+        True,
+        "--warm/--cold",
+        help="--warm (default): import torch/MONAI/Flower once and fork a ready process per "
+        "message; --cold: Flower's stock launcher, a fresh process (and imports) per message.",
+    ),
 ) -> None:
     """Start this site's Flower SuperNode, serving the ClientApp on the data in --site."""
     options = deploy.SuperNodeOptions(
@@ -137,8 +145,15 @@ def supernode(
         auth_key=auth_key,
         port=port,
         insecure=insecure,
+        warm=warm,
     )
-    _exec(deploy.supernode_command(options))
+    cmd = deploy.supernode_command(options)
+    if warm:
+        # the launcher outlives this exec (same pid) and exits when the SuperNode does
+        subprocess.Popen(
+            warm_launcher.command(runtime_api_address=f"127.0.0.1:{port}", parent_pid=os.getpid())
+        )
+    _exec(cmd)
 
 
 @user_errors

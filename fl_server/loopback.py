@@ -177,10 +177,17 @@ class LoopbackFederation:
             ),
         )
 
-    def start(self, sites: Mapping[str, Path], *, unregistered: Sequence[str] = ()) -> None:
+    def start(
+        self,
+        sites: Mapping[str, Path],
+        *,
+        unregistered: Sequence[str] = (),
+        supernode_args: Sequence[str] = (),
+    ) -> None:
         """Certificates (plus keys for the `unregistered` site ids, registered nowhere), the
         TLS SuperLink, registration of the `sites`' keys and one authenticated SuperNode per
-        site (`{site id: site folder}`). RuntimeError naming the step that failed."""
+        site (`{site id: site folder}`, each with `supernode_args` added, e.g. `--cold`).
+        RuntimeError naming the step that failed."""
         _checked(
             self.run_cli(
                 "certs",
@@ -227,6 +234,7 @@ class LoopbackFederation:
                 str(self.ca),
                 "--auth-key",
                 str(self.certs / "sites" / f"{name}.key"),
+                *supernode_args,
                 site=site,
             )
 

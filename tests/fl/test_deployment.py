@@ -174,6 +174,8 @@ def test_two_rounds_end_to_end_over_tls(two_rounds):
             )
         )
     assert (run_dir / "latest.json").is_file()
+    for site in SITES:  # SuperNodes start --warm: each message ran in a forked warm child
+        assert "ClientApp in warm child" in (run_dir.parent / f"{site}.log").read_text()
     print(
         f"\ndeployment: submit took {total_s:.1f}s; (phase, wall_s, slowest compute_s, overhead):",
         overheads,
