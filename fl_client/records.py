@@ -6,11 +6,14 @@ aggregate numbers travel: never images, labels, case ids or DICOM tags.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from core.federation.groups import group_of
 
 # RecordDict keys
 ARRAYS = "arrays"
@@ -39,14 +42,97 @@ SITE_ID = "site-id"
 REFUSED = "refused"  # non-empty: the site declined to train, and why (e.g. privacy budget)
 
 
+# Packing. Flower 1.42 moves every Array of a message as its own object, one HTTP request
+# per object and hop (SuperLink <-> SuperNode <-> ClientApp), so a model of 618 tensors cost
+# thousands of requests per round. A weight group's tensors of one dtype travel instead as
+# one flat buffer, "pack/<group>/<dtype>", plus LAYOUT: a JSON list, in the mapping's order,
+# of [key, pack, shape]. Unpacking checks the layout against the buffers before slicing, so
+# a malformed or lying reply is one ValueError ("malformed reply: ...").
+LAYOUT = "layout"
+PACK_PREFIX = "pack/"
+
+
+def _pack_name(key: str, dtype: np.dtype) -> str:
+    return f"{PACK_PREFIX}{group_of(key)}/{dtype.str}"
+
+
 def arrays_to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
-    """Ordered numpy mapping -> ArrayRecord (Flower serialises with np.save, no pickle)."""
-    return ArrayRecord({key: Array(np.ascontiguousarray(value)) for key, value in arrays.items()})
+    """Ordered numpy mapping -> ArrayRecord of packed buffers and their layout (Flower
+    serialises each buffer with np.save, no pickle)."""
+    parts: dict[str, list[np.ndarray]] = {}
+    layout = []
+    for key, value in arrays.items():
+        value = np.asarray(value)
+        pack = _pack_name(key, value.dtype)
+        parts.setdefault(pack, []).append(value.reshape(-1))
+        layout.append([key, pack, list(value.shape)])
+    record = {LAYOUT: Array(np.frombuffer(json.dumps(layout).encode(), dtype=np.uint8).copy())}
+    for pack, chunks in parts.items():
+        record[pack] = Array(np.ascontiguousarray(np.concatenate(chunks)))
+    return ArrayRecord(record)
+
+
+def record_layout(record: ArrayRecord) -> list[tuple[str, str, tuple[int, ...]]]:
+    """The checked layout of a packed record: [(key, pack, shape)], sizes matching buffers."""
+    if LAYOUT not in record:
+        raise ValueError("malformed reply: arrays without a layout")
+    try:
+        entries = json.loads(record[LAYOUT].numpy().tobytes().decode())
+        layout = [(str(k), str(p), tuple(int(n) for n in shape)) for k, p, shape in entries]
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"malformed reply: unreadable layout ({err})") from None
+    if len({key for key, _, _ in layout}) != len(layout):
+        raise ValueError("malformed reply: a key appears twice in the layout")
+    need: dict[str, int] = {}
+    for key, pack, shape in layout:
+        if pack not in record or any(n < 0 for n in shape):
+            raise ValueError(f"malformed reply: layout of {key!r} names no buffer {pack!r}")
+        if not pack.startswith(f"{PACK_PREFIX}{group_of(key)}/"):
+            raise ValueError(f"malformed reply: {key!r} is packed in another group's {pack!r}")
+        need[pack] = need.get(pack, 0) + int(np.prod(shape, dtype=np.int64))
+    for pack, count in need.items():
+        found = int(np.prod(record[pack].shape, dtype=np.int64))
+        if found != count:
+            raise ValueError(f"malformed reply: {pack} holds {found} values, layout says {count}")
+    return layout
+
+
+def unpack(
+    record: ArrayRecord,
+    entries: list[tuple[str, str, tuple[int, ...]]],
+    *,
+    offsets: Mapping[str, int],
+) -> dict[str, np.ndarray]:
+    """The arrays of `entries` (a checked layout, or one group's part of it) from `record`;
+    `offsets` = `layout_offsets` of the whole layout."""
+    buffers: dict[str, np.ndarray] = {}
+    out = {}
+    for key, pack, shape in entries:
+        if pack not in buffers:
+            buffers[pack] = record[pack].numpy().reshape(-1)
+        start = offsets[key]
+        size = int(np.prod(shape, dtype=np.int64))
+        out[key] = buffers[pack][start : start + size].reshape(shape).copy()
+    return out
+
+
+def layout_offsets(layout: list[tuple[str, str, tuple[int, ...]]]) -> dict[str, int]:
+    """Where each key starts in its pack."""
+    position: dict[str, int] = {}
+    offsets = {}
+    for key, pack, shape in layout:
+        offsets[key] = position.get(pack, 0)
+        position[pack] = offsets[key] + int(np.prod(shape, dtype=np.int64))
+    return offsets
 
 
 def record_to_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
-    """ArrayRecord -> ordered numpy mapping (np.load with allow_pickle=False inside Flower)."""
-    return {key: array.numpy() for key, array in record.items()}
+    """Packed ArrayRecord -> ordered numpy mapping (np.load with allow_pickle=False inside
+    Flower); ValueError on a malformed layout."""
+    if not len(record):
+        return {}
+    layout = record_layout(record)
+    return unpack(record, layout, offsets=layout_offsets(layout))
 
 
 def flatten_params(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,14 @@ from core.federation.groups import group_of
 from core.federation.server_round import RoundResult, aggregate_round
 from core.federation.spool import UpdateSpool
 from core.federation.updates import GroupUpdate, SiteUpdate
-from fl_client.records import ARRAYS, parse_reply, record_bytes
+from fl_client.records import (
+    ARRAYS,
+    layout_offsets,
+    parse_reply,
+    record_bytes,
+    record_layout,
+    unpack,
+)
 
 
 @dataclass
@@ -49,17 +56,19 @@ def _spool_reply(
     """The reply's arrays, group by group, onto disk; each group's bytes are dropped from
     the message once written, so a reply never exists twice in memory."""
     record = content[ARRAYS] if ARRAYS in content else ArrayRecord()
-    keys_by_group: dict[str, list[str]] = {}
-    for key in list(record):
-        keys_by_group.setdefault(group_of(key), []).append(key)
-    missing = sorted(set(keys_by_group) - set(examples))
+    layout = record_layout(record) if len(record) else []
+    offsets = layout_offsets(layout)
+    entries_by_group: dict[str, list] = {}
+    for entry in layout:
+        entries_by_group.setdefault(group_of(entry[0]), []).append(entry)
+    missing = sorted(set(entries_by_group) - set(examples))
     if missing:
         raise ValueError(f"malformed reply: no example count for group(s) {missing}")
     spooled: dict[str, GroupUpdate] = {}
-    for group, keys in keys_by_group.items():
-        arrays = {key: record[key].numpy() for key in keys}
-        for key in keys:
-            del record[key]
+    for group, entries in entries_by_group.items():
+        arrays = unpack(record, entries, offsets=offsets)
+        for pack in {pack for _, pack, _ in entries}:
+            del record[pack]
         update = SiteUpdate(
             site_id=site_id,
             groups={group: GroupUpdate(arrays=arrays, num_examples=examples[group])},
