@@ -35,7 +35,7 @@ bench: setup
 	$(BIN)/python bench/dp_step.py --json runs/bench/dp_step.json
 	$(BIN)/python bench/server_memory.py --sites 30 --preset paper --json runs/bench/server_memory.json
 	$(BIN)/python bench/federation_overhead.py --engine simulation --json runs/bench/federation_overhead_simulation.json
-	$(BIN)/python bench/federation_overhead.py --engine deployment --json runs/bench/federation_overhead_deployment.json
+	$(BIN)/python bench/federation_overhead.py --engine deployment --launcher both --json runs/bench/federation_overhead_deployment.json
 	$(BIN)/python bench/parallel_sites.py --json runs/bench/parallel_sites.json
 
 # The paper's claims on synthetic sites (~2 hours on 2 cores; resumable; --quick: minutes).

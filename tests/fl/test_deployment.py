@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import subprocess
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -21,7 +24,7 @@ from flwr.common.config import parse_config_args
 from fl_server import deploy, deploy_submit
 from fl_server.certs import create_site_keys, create_tls_files
 from fl_server.loopback import LoopbackFederation
-from tests.fl.conftest import write_experiment
+from tests.fl.conftest import run_history, write_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 SITES = ("knee-a", "knee-b", "ankle-c")
@@ -221,3 +224,60 @@ def test_unregistered_supernode_is_refused(federation, fed_sites, two_rounds):
 def test_supernode_without_the_ca_cannot_connect(federation, fed_sites, two_rounds):
     proc, log = federation.supernode("no-ca", site=fed_sites[0])  # system CAs only
     assert "CERTIFICATE_VERIFY_FAILED" in _refused(proc, log)
+
+
+def _budget_entries(federation, site: str) -> int:
+    path = federation.root / "state" / site / "privacy-budget.json"
+    return len(json.loads(path.read_text())["history"]) if path.exists() else 0
+
+
+def test_supernode_killed_mid_round_is_left_out_then_rejoins(federation, fed_sites, two_rounds):
+    # issue 15: knee-b's SuperNode (launcher and ClientApp included) is SIGKILLed while it
+    # trains round 1 under client DP and started again; round 1 completes with the other two,
+    # knee-b trains round 2, and its privacy budget file is whole and spent once per round
+    exp = write_experiment(
+        federation.root / "exp-kill.yaml",
+        sites=fed_sites,
+        extra="evaluate: {enabled: false}\nclient_dp: {enabled: true, noise_multiplier: 1.2}",
+    )
+    log = federation.root / "knee-b.log"
+    children = log.read_text().count("ClientApp in warm child")
+    outcome: dict = {}
+    overrides = ["pretrain.timeout_s=90", "pretrain.train.steps=40", "finetune.rounds=0"]
+    submit = threading.Thread(
+        target=lambda: outcome.update(
+            done=federation.submit(
+                exp, run_dir=federation.root / "run-kill", overrides=overrides, timeout_s=600
+            )
+        )
+    )
+    submit.start()
+    deadline = time.monotonic() + 300
+    # knee-b's second child of this run is round 1's training (the first answers discovery)
+    while log.read_text().count("ClientApp in warm child") < children + 2:
+        assert time.monotonic() < deadline and submit.is_alive(), log.read_text()[-2000:]
+        time.sleep(0.2)
+    time.sleep(3)
+    node = next(p for p in federation.procs if "knee-b" in p.args and p.poll() is None)
+    os.killpg(node.pid, signal.SIGKILL)
+    node.wait(timeout=30)
+    spent_at_kill = _budget_entries(federation, "knee-b")
+    federation.supernode(
+        "knee-b",
+        "--root-certificates",
+        str(federation.ca),
+        "--auth-key",
+        str(federation.certs / "sites" / "knee-b.key"),
+        site=fed_sites[1],
+    )
+    submit.join(timeout=700)
+    done = outcome["done"]
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    first, second = run_history(federation.root / "run-kill")
+    assert set(first["metrics"]) == {"knee-a", "ankle-c"}
+    assert all("knee-b" not in g["sites"] for g in first["groups"].values())
+    assert "knee-b" in second["metrics"]
+    per_round = _budget_entries(federation, "knee-a") // 2  # knee-a trained both rounds
+    assert per_round >= 1
+    # whole (it parses) and one round's spending added after the restart, not two
+    assert _budget_entries(federation, "knee-b") == spent_at_kill + per_round
