@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -93,6 +93,13 @@ def push(
     msgs = [Message(contents[n], dst_node_id=n, message_type=message_type) for n in chosen]
     bytes_down = sum(records.record_bytes(c) for c in contents.values())
     return list(fed.grid.push_messages(msgs)), bytes_down
+
+
+def reply_node(reply: Message, message_nodes: Mapping[str, int]) -> int:
+    """The node a reply is about: the destination of the message it answers (the SuperLink
+    itself writes the error reply for a node that stopped sending heartbeats), else its
+    source."""
+    return message_nodes.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
 
 
 def stream_replies(grid, message_ids: list[str], *, timeout_s: float) -> Iterator[Message]:

@@ -42,6 +42,7 @@ def run_train_round(fed: Federation, *, phase: str, round_: int, index: int) -> 
             stream_replies(fed.grid, ids, timeout_s=plan.timeout_s),
             node_sites=node_sites,
             node_joints={n: str(fed.sites.get(n, {}).get("joint", "")) for n in chosen},
+            message_nodes=dict(zip(ids, chosen, strict=True)),
             spool=spool,
         )
         if collected.ok_replies < plan.min_sites:

@@ -30,6 +30,7 @@ from fl_client.records import (
     record_layout,
     unpack,
 )
+from fl_server.messaging import reply_node
 
 
 @dataclass
@@ -82,11 +83,12 @@ def _collect_one(
     msg: Message,
     *,
     node_sites: Mapping[int, str],
+    message_nodes: Mapping[str, int],
     node_joints: Mapping[int, str],
     spool: UpdateSpool,
     out: CollectedReplies,
 ) -> None:
-    node = msg.metadata.src_node_id
+    node = reply_node(msg, message_nodes)
     site = node_sites.get(node, f"node-{node}")
     out.answered.add(node)
     if msg.has_error():
@@ -121,15 +123,23 @@ def collect_replies(
     node_sites: Mapping[int, str],
     spool: UpdateSpool,
     node_joints: Mapping[int, str] | None = None,
+    message_nodes: Mapping[str, int] | None = None,
 ) -> CollectedReplies:
     """Parse and spool each reply as `replies` yields it; nothing keeps the message after.
 
     `node_joints`: each node's joint as it declared it when discovered; a head of another
-    joint in its reply is rejected (a knee site cannot have trained `head.ankle.cls`)."""
+    joint in its reply is rejected (a knee site cannot have trained `head.ankle.cls`).
+    `message_nodes`: `{message id: node}` of the messages sent, so that a reply the SuperLink
+    wrote for a node that died is recorded under that node's site."""
     out = CollectedReplies()
     for msg in replies:
         _collect_one(
-            msg, node_sites=node_sites, node_joints=node_joints or {}, spool=spool, out=out
+            msg,
+            node_sites=node_sites,
+            message_nodes=message_nodes or {},
+            node_joints=node_joints or {},
+            spool=spool,
+            out=out,
         )
     out.rejected = list(spool.rejected)
     return out
