@@ -37,6 +37,7 @@ bench: setup
 	$(BIN)/python bench/federation_overhead.py --engine simulation --json runs/bench/federation_overhead_simulation.json
 	$(BIN)/python bench/federation_overhead.py --engine deployment --launcher both --json runs/bench/federation_overhead_deployment.json
 	$(BIN)/python bench/parallel_sites.py --json runs/bench/parallel_sites.json
+	$(BIN)/python bench/gpu_step.py --optional --json runs/bench/gpu_step.json
 
 # The paper's claims on synthetic sites (~2 hours on 2 cores; resumable; --quick: minutes).
 reproduce: setup

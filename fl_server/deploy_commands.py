@@ -195,6 +195,13 @@ def submit(
     timeout_s: float | None = typer.Option(
         None, "--timeout", help="Give up waiting after this many seconds."
     ),
+    unreachable_s: float = typer.Option(
+        deploy_submit.UNREACHABLE_S,
+        "--unreachable",
+        min=1,
+        help="Stop waiting once the SuperLink has not answered for this many seconds in a "
+        "row (it went down: restart it on its --database and resubmit with --resume).",
+    ),
     overrides: list[str] = typer.Argument(
         None, help="Dotted key=value overrides, e.g. pretrain.rounds=3."
     ),
@@ -224,7 +231,9 @@ def submit(
     try:
         run_id = deploy_submit.start_run(run_config)
         typer.echo(f"run {run_id} submitted; waiting (follow it with: flwr log {run_id} orthofed)")
-        outcome = deploy_submit.wait_for_run(run_id, timeout_s=timeout_s)
+        outcome = deploy_submit.wait_for_run(
+            run_id, timeout_s=timeout_s, unreachable_s=unreachable_s
+        )
     except (RuntimeError, TimeoutError, ConnectionError) as err:
         fail(str(err), code=1)
     if not outcome.ok:

@@ -65,9 +65,11 @@ def stop(proc: subprocess.Popen) -> None:
             pass
 
 
-def kill_helpers(ports: Sequence[int]) -> None:
+def kill_helpers(ports: Sequence[int], *, only: bytes = b"") -> None:
     """Flower starts SuperExec/app processes in their own sessions (they exit when their
-    parent does, by polling); kill the ones dialling our ports at once, by pid."""
+    parent does, by polling); kill the ones dialling our ports at once, by pid (with `only`,
+    those whose command line also holds it, e.g. b"serverapp": SuperNodes dial the same
+    SuperLink port as the ServerApp does)."""
     marks = [f"{HOST}:{p}".encode() for p in ports]
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -76,7 +78,7 @@ def kill_helpers(ports: Sequence[int]) -> None:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"flwr" in cmdline or b"flower" in cmdline:
+        if (b"flwr" in cmdline or b"flower" in cmdline) and only in cmdline:
             if any(mark in cmdline for mark in marks):
                 try:
                     os.kill(int(entry.name), signal.SIGKILL)
@@ -183,10 +185,12 @@ class LoopbackFederation:
         *,
         unregistered: Sequence[str] = (),
         supernode_args: Sequence[str] = (),
+        superlink_args: Sequence[str] = (),
     ) -> None:
         """Certificates (plus keys for the `unregistered` site ids, registered nowhere), the
         TLS SuperLink, registration of the `sites`' keys and one authenticated SuperNode per
-        site (`{site id: site folder}`, each with `supernode_args` added, e.g. `--cold`).
+        site (`{site id: site folder}`, each with `supernode_args` added, e.g. `--cold`; the
+        SuperLink with `superlink_args`, e.g. `--database FILE`).
         RuntimeError naming the step that failed."""
         _checked(
             self.run_cli(
@@ -201,19 +205,7 @@ class LoopbackFederation:
             ),
             "orthofed certs",
         )
-        link, link_log = self.spawn(
-            "superlink",
-            orthofed_command(
-                "superlink",
-                "--certs",
-                str(self.certs),
-                "--host",
-                HOST,
-                "--port",
-                str(self.link_port),
-            ),
-        )
-        wait_listening(self.link_port, link, link_log)
+        self.superlink(*superlink_args)
         keys = [str(self.certs / "sites" / f"{s}.pub") for s in sites]
         _checked(
             self.run_cli(
@@ -237,6 +229,25 @@ class LoopbackFederation:
                 *supernode_args,
                 site=site,
             )
+
+    def superlink(self, *extra: str, name: str = "superlink") -> subprocess.Popen:
+        """The TLS SuperLink on `link_port` (again, after a kill: give another `name` for its
+        log), returned once it accepts connections."""
+        link, link_log = self.spawn(
+            name,
+            orthofed_command(
+                "superlink",
+                "--certs",
+                str(self.certs),
+                "--host",
+                HOST,
+                "--port",
+                str(self.link_port),
+                *extra,
+            ),
+        )
+        wait_listening(self.link_port, link, link_log)
+        return link
 
     def submit(
         self, experiment: Path, *, run_dir: Path, overrides: Sequence[str], timeout_s: float

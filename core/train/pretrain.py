@@ -43,7 +43,7 @@ def pretrain_step(
 ) -> float:
     """One optimizer step of the denoising objective on a batch (N, 1, D, H, W); returns loss."""
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(clean.device.type, dtype=torch.bfloat16, enabled=bf16):
         loss = denoising_loss(unet, scheduler, clean, generator=generator)
     loss.backward()
     optimizer.step()
