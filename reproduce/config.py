@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.config import load_config, to_dict
+from core.config import LrSchedule, load_config, to_dict
 from core.views import parse_joint
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -68,9 +68,12 @@ class FederationSpec:
     pretrain_steps: int = 30  # local steps per view per round
     pretrain_batch: int = 4
     pretrain_lr: float = 1e-4
+    pretrain_lr_schedule: str = "constant"  # constant | cosine (core.config.LrSchedule)
+    pretrain_warmup_steps: int = 0  # over the whole run's pretrain_rounds x pretrain_steps
     finetune_rounds: int = 2
     finetune_epochs: int = 5  # local epochs per round (linear probe, as client DP needs)
     finetune_batch: int = 8
+    finetune_lr: float = 2e-3
 
 
 @dataclass
@@ -81,6 +84,9 @@ class FinetuneSpec:
     partial_epochs: int = 5
     full_epochs: int = 5
     batch_size: int = 8
+    lr: float = 2e-3  # head lr (the backbone's is backbone_lr_scale x this)
+    # A floor in optimizer steps for small label sets (train.min_steps; 0 = epochs alone).
+    min_steps: int = 0
     # "Scratch" = random-init backbone trained end to end (`full`); its backbone lr is
     # scratch_backbone_lr_scale x the head lr (1.0: a normal lr, not the 0.05 of fine-tuning).
     scratch_backbone_lr_scale: float = 1.0
@@ -131,13 +137,33 @@ def _check_positive(**values: float) -> None:
             raise ValueError(f"reproduce config: {name} must be > 0, got {value}")
 
 
+# Keys that may be 0 (or are not numbers): checked on their own in `validate`.
+NOT_POSITIVE = ("pretrain_lr_schedule", "pretrain_warmup_steps", "min_steps")
+
+
+def _positives(section: str, values: object) -> dict[str, float]:
+    return {f"{section}.{k}": v for k, v in vars(values).items() if k not in NOT_POSITIVE}
+
+
 def validate(config: ReproduceConfig) -> ReproduceConfig:
     """Raise ValueError (naming the key) for settings the runner cannot use."""
     fed, ft, ph = config.federation, config.finetune, config.phantom
+    schedules = [s.value for s in LrSchedule]
+    if fed.pretrain_lr_schedule not in schedules:
+        raise ValueError(
+            f"reproduce config: federation.pretrain_lr_schedule must be one of {schedules}, "
+            f"got {fed.pretrain_lr_schedule!r}"
+        )
+    for name, value in (
+        ("federation.pretrain_warmup_steps", fed.pretrain_warmup_steps),
+        ("finetune.min_steps", ft.min_steps),
+    ):
+        if value < 0:
+            raise ValueError(f"reproduce config: {name} must be >= 0, got {value}")
     _check_positive(
         seeds=config.seeds,
-        **{f"federation.{k}": v for k, v in vars(fed).items()},
-        **{f"finetune.{k}": v for k, v in vars(ft).items()},
+        **_positives("federation", fed),
+        **_positives("finetune", ft),
         **{f"baselines.{k}": v for k, v in vars(config.baselines).items()},
         **{f"privacy.{k}": v for k, v in vars(config.privacy).items() if k == "max_grad_norm"},
     )

@@ -22,7 +22,6 @@ from typing import Any
 import yaml
 
 from reproduce.config import ReproduceConfig
-from reproduce.local import RECORDED_FINETUNE_LR
 
 REPO = Path(__file__).resolve().parents[1]
 TAIL = 2000
@@ -55,6 +54,8 @@ def experiment(
                 "steps": fed.pretrain_steps,
                 "batch_size": fed.pretrain_batch,
                 "lr": fed.pretrain_lr,
+                "lr_schedule": fed.pretrain_lr_schedule,
+                "warmup_steps": fed.pretrain_warmup_steps,
             },
         },
         "finetune": {
@@ -64,7 +65,7 @@ def experiment(
                 "mode": "linear",
                 "epochs": fed.finetune_epochs,
                 "batch_size": fed.finetune_batch,
-                "lr": RECORDED_FINETUNE_LR,
+                "lr": fed.finetune_lr,
             },
         },
         "evaluate": {"enabled": True, "min_sites": n},

@@ -25,13 +25,6 @@ KEPT_METRICS = (
 )
 
 
-# The fine-tuning lr the reproduction's recorded figures used; the default has since moved to
-# 5e-3 (docs/feature-study.md, section 6), which the next full `make reproduce` should adopt.
-RECORDED_FINETUNE_LR = 2e-3
-# Likewise its budget in epochs alone: the default floor of 400 steps (section 9) came later.
-RECORDED_MIN_STEPS = 0
-
-
 def model_overrides(model: ModelSpec) -> list[str]:
     return [f"model.{item}" for item in model.overrides]
 
@@ -50,6 +43,8 @@ def pretrain(
     steps: int,
     batch: int,
     lr: float,
+    lr_schedule: str,
+    warmup_steps: int,
     seed: int,
     info: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -67,9 +62,8 @@ def pretrain(
             f"train.steps={steps}",
             f"train.batch_size={batch}",
             f"train.lr={lr}",
-            # the reproduction's recorded figures used a constant lr (as its federations do)
-            "train.lr_schedule=constant",
-            "train.warmup_steps=0",
+            f"train.lr_schedule={lr_schedule}",
+            f"train.warmup_steps={warmup_steps}",
             f"train.seed={seed}",
             f"train.log_every={max(1, steps // 20)}",
             f"train.checkpoint_every={max(1, steps // 4)}",
@@ -115,7 +109,8 @@ def finetune(
     train: Mapping[str, Any],
 ) -> tuple[Path, int]:
     """Fine-tune `init` for `joint` on the non-held-out `cases`; `train` holds FinetuneConfig
-    values (mode, epochs, ...). Returns the checkpoint and the number of training cases."""
+    values (mode, epochs, lr, ...; what it leaves out is configs/train/finetune.yaml's).
+    Returns the checkpoint and the number of training cases."""
     from core.config import FinetuneRunConfig
     from core.models.presets import load_run_config, preprocess_for
     from core.train.loops import run_finetuning
@@ -126,8 +121,6 @@ def finetune(
         train="finetune",
         overrides=[
             *model_overrides(model),
-            f"train.lr={RECORDED_FINETUNE_LR}",
-            f"train.min_steps={RECORDED_MIN_STEPS}",
             *(f"train.{k}={v}" for k, v in train.items()),
         ],
     )

@@ -107,6 +107,8 @@ def _pretraining(ctx: Context, seed: int, *, name: str, site_names: list[str], s
             steps=steps,
             batch=fed.pretrain_batch,
             lr=fed.pretrain_lr,
+            lr_schedule=fed.pretrain_lr_schedule,
+            warmup_steps=fed.pretrain_warmup_steps,
             seed=seed,
             info={"reproduce": name, "sites": site_names},
         )
@@ -170,6 +172,8 @@ def _method_train(ctx: Context, method: str, fraction: float) -> dict[str, Any]:
         "mode": mode,
         "epochs": epochs[mode],
         "batch_size": ft.batch_size,
+        "lr": ft.lr,
+        "min_steps": ft.min_steps,
         "label_fraction": fraction,
     }
     if method == "scratch-full":
@@ -235,6 +239,8 @@ def federation_value_cells(ctx: Context, seed: int) -> list[Cell]:
         "mode": "linear",
         "epochs": fed.finetune_rounds * fed.finetune_epochs,
         "batch_size": fed.finetune_batch,
+        "lr": fed.finetune_lr,
+        "min_steps": 0,  # the federation's compute: its epochs, no floor
     }
     cells = []
     for site in knee:

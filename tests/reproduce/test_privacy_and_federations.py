@@ -77,6 +77,11 @@ def test_experiment_is_accepted_by_the_federation_schema(tmp_path):
     assert exp.model_overrides == config.model.overrides and exp.pretrain.min_sites == 2
     assert federations.planned_rounds(config) == exp.pretrain.rounds + exp.finetune.rounds + 1
     assert federations.completed_rounds(tmp_path / "no-run") == 0
+    fed = config.federation
+    assert exp.pretrain.train.lr == fed.pretrain_lr
+    assert exp.pretrain.train.lr_schedule == fed.pretrain_lr_schedule
+    assert exp.pretrain.train.warmup_steps == fed.pretrain_warmup_steps
+    assert exp.finetune.train.lr == fed.finetune_lr
 
 
 def test_site_generated_once_reused_and_pooled_with_unique_ids(tmp_path):

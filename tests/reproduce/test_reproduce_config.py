@@ -47,6 +47,11 @@ def test_unknown_key_is_rejected(tmp_path):
         ("phantom: {sites: [{profile: knee-3t, joint: knee, cases: 10}]}", "two knee sites"),
         ("privacy: {epsilons: [.inf]}", "epsilons"),
         ("phantom: {heldout_fraction: 1.0}", "heldout_fraction"),
+        ("federation: {pretrain_lr_schedule: linear}", "pretrain_lr_schedule"),
+        ("federation: {pretrain_warmup_steps: -1}", "pretrain_warmup_steps"),
+        ("federation: {finetune_lr: 0}", "finetune_lr"),
+        ("finetune: {min_steps: -5}", "min_steps"),
+        ("finetune: {lr: -1}", "finetune.lr"),
     ],
 )
 def test_invalid_values_are_rejected(tmp_path, text, match):
@@ -80,3 +85,16 @@ def test_cli_turns_a_config_error_into_one_line(tmp_path):
     assert result.stderr.startswith("error:") and "sedes" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_local_fine_tuning_takes_the_configured_lr_and_step_floor():
+    from types import SimpleNamespace
+
+    from reproduce import plan, specs
+
+    config = load_reproduce_config()
+    ctx = SimpleNamespace(config=config)
+    for method in specs.METHODS:
+        train = plan._method_train(ctx, method, 0.1)
+        assert (train["lr"], train["min_steps"]) == (config.finetune.lr, config.finetune.min_steps)
+    assert (config.finetune.lr, config.finetune.min_steps) == (5e-3, 400)  # the measured defaults
