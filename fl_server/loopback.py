@@ -220,15 +220,20 @@ class LoopbackFederation:
             "orthofed register",
         )
         for name, site in sites.items():
-            self.supernode(
-                name,
-                "--root-certificates",
-                str(self.ca),
-                "--auth-key",
-                str(self.certs / "sites" / f"{name}.key"),
-                *supernode_args,
-                site=site,
-            )
+            self.site_supernode(name, *supernode_args, site=site)
+
+    def site_supernode(self, name: str, *extra: str, site: Path) -> tuple[subprocess.Popen, Path]:
+        """A SuperNode for site `name` with the federation's CA and that site's key (the key of
+        an `unregistered` site id too, which the SuperLink then refuses)."""
+        return self.supernode(
+            name,
+            "--root-certificates",
+            str(self.ca),
+            "--auth-key",
+            str(self.certs / "sites" / f"{name}.key"),
+            *extra,
+            site=site,
+        )
 
     def superlink(self, *extra: str, name: str = "superlink") -> subprocess.Popen:
         """The TLS SuperLink on `link_port` (again, after a kill: give another `name` for its

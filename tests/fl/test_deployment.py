@@ -210,14 +210,7 @@ def _refused(proc: subprocess.Popen, log: Path) -> str:
 
 
 def test_unregistered_supernode_is_refused(federation, fed_sites, two_rounds):
-    proc, log = federation.supernode(
-        "rogue",
-        "--root-certificates",
-        str(federation.ca),
-        "--auth-key",
-        str(federation.certs / "sites" / "rogue.key"),
-        site=fed_sites[0],
-    )
+    proc, log = federation.site_supernode("rogue", site=fed_sites[0])
     assert "Failed to activate SuperNode" in _refused(proc, log)
 
 
@@ -270,14 +263,7 @@ def test_supernode_killed_mid_round_is_left_out_then_rejoins(federation, fed_sit
     node.wait(timeout=30)
     spent_at_kill = _dp_steps(federation, "knee-b")
     _wait_for(lambda: (run_dir / "history.jsonl").is_file(), submit)  # round 1 is saved
-    federation.supernode(
-        "knee-b",
-        "--root-certificates",
-        str(federation.ca),
-        "--auth-key",
-        str(federation.certs / "sites" / "knee-b.key"),
-        site=fed_sites[1],
-    )
+    federation.site_supernode("knee-b", site=fed_sites[1])
     submit.join(timeout=700)
     done = outcome["done"]
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
