@@ -49,8 +49,31 @@ def test_best_epoch_weights_are_restored(tiny_config, per_head):
     validation.restore_best()
     for key, value in model.head.state_dict().items():
         assert torch.equal(value, good[key]), key
-    expected = {"cls": 1, "seg": 1} if per_head else {"all": 1}
+    expected = {"cls": 1, "seg": 1} if per_head else {"cls": 1, "seg": 1, "all": 1}
     assert validation.best_epochs() == expected
+
+
+def test_whole_model_keeps_the_last_epoch_any_head_improved(tiny_config, monkeypatch):
+    """partial/full: the classification loss rises while segmentation still improves (the
+    sum gets worse); the state kept is the later one, where segmentation was best."""
+    model = build_model(tiny_config, joint="knee")
+    validation = Validation(model, cases=_cases(4), encoded=None, per_head=False)
+    scripted = iter([{"cls": 0.4, "seg": 1.4}, {"cls": 1.0, "seg": 1.0}, {"cls": 0.9, "seg": 1.1}])
+    monkeypatch.setattr(validation, "_losses", lambda: next(scripted))
+    validation.after_epoch()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    assert validation.after_epoch() == 0  # seg improved, though the sum rose from 1.8 to 2.0
+    kept = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    assert validation.after_epoch() == 1  # neither head beat its own best
+    validation.restore_best()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, kept[key]), key
+    assert validation.best_epochs() == {"cls": 1, "seg": 2, "all": 2}
 
 
 def test_training_stops_after_patience_without_improvement(tiny_config):
