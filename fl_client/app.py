@@ -1,4 +1,4 @@
-"""The ClientApp: translates Flower messages into `core.train.site_round` calls.
+"""The ClientApp: translates Flower messages into `core.train.site_task` calls.
 
 Site facts come from the SuperNode's node_config (`site-dir`, optional `state-dir`,
 `site-id`); in the embedded simulation they come from the experiment's site list, indexed by
@@ -107,14 +107,14 @@ def failure(facts: SiteFacts, err: Exception) -> Error:
 
 
 def handle_query(msg: Message, facts: SiteFacts) -> Message:
-    from core.train.site_round import site_info
+    from core.train.site_task import site_info
 
     info = site_info(site_dir=facts.site_dir, site_id=facts.site_id)
     return Message(RecordDict({records.STATUS: ConfigRecord(info)}), reply_to=msg)
 
 
 def handle_train(msg: Message, facts: SiteFacts) -> Message:
-    from core.train.site_round import train_round
+    from core.train.site_task import train_round
 
     config = msg.content[records.CONFIG]
     params = records.unflatten_params(config)
@@ -144,7 +144,7 @@ def handle_train(msg: Message, facts: SiteFacts) -> Message:
 
 
 def handle_evaluate(msg: Message, facts: SiteFacts) -> Message:
-    from core.train.site_round import evaluate_round
+    from core.train.site_task import evaluate_round
 
     config = msg.content[records.CONFIG]
     params = records.unflatten_params(config)

@@ -79,7 +79,7 @@ def round_plan(experiment: ExperimentConfig) -> list[tuple[str, int]]:
     plan = [("pretrain", r) for r in range(1, experiment.pretrain.rounds + 1)]
     plan += [("finetune", r) for r in range(1, experiment.finetune.rounds + 1)]
     if experiment.evaluate.enabled and experiment.evaluate.cross_site:
-        plan.append(("local-only", 1))  # core.train.site_round.LOCAL_ONLY
+        plan.append(("local-only", 1))  # core.train.site_task.LOCAL_ONLY
     if experiment.evaluate.enabled:
         plan.append(("evaluate", 1))
     return plan

@@ -27,7 +27,7 @@ from core.federation.cross_site import (
 )
 from core.federation.model_state import initial_global_state, round_manifest
 from core.train.local_only import LocalOnlyPlan
-from core.train.site_round import CROSS_PREFIX, LOCAL_ONLY
+from core.train.site_task import CROSS_PREFIX, LOCAL_ONLY
 from fl_client import records
 from fl_server.messaging import base_record, select_sites, send_and_collect, site_name
 

@@ -7,19 +7,20 @@ once; each joint contributes its own head groups.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
 
 import numpy as np
 
-from core.config import ModelConfig
-
-if TYPE_CHECKING:
-    from core.federation.experiment import ExperimentConfig
+from core.atomic import load_arrays
+from core.checkpoint import FORMAT, groups_of, package_versions
+from core.config import ModelConfig, to_dict
+from core.federation.experiment import ExperimentConfig
+from core.model_card import federated_training
+from core.models.presets import load_model_config, preprocess_for
+from core.models.registry import build_model
 
 
 def model_config_for(experiment: ExperimentConfig) -> ModelConfig:
-    from core.models.presets import load_model_config
-
     return load_model_config(experiment.model_preset, overrides=list(experiment.model_overrides))
 
 
@@ -31,8 +32,6 @@ def initial_global_state(
     experiment: ExperimentConfig, *, model_config: ModelConfig
 ) -> dict[str, np.ndarray]:
     """Fresh global weights (seeded), or the experiment's `init_checkpoint` when set."""
-    from core.models.registry import build_model
-
     state: dict[str, np.ndarray] = {}
     for joint in experiment.joints:
         model = build_model(model_config, joint=joint, seed=experiment.seed)
@@ -47,8 +46,6 @@ def initial_global_state(
 
 def _overlay_checkpoint(state: dict[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
     """Take every array of `state` that the checkpoint holds (shapes must match)."""
-    from core.atomic import load_arrays
-
     loaded = load_arrays(path)
     out = dict(state)
     for key, value in loaded.items():
@@ -79,13 +76,6 @@ def round_manifest(
     `orthofed evaluate|finetune` take `global/round-NNNN.safetensors` like a local one.
     `history` (the run's records up to this round) becomes its `training` summary (rounds,
     sites, examples per group, epsilon; see core/model_card.py)."""
-    import time
-
-    from core.checkpoint import FORMAT, groups_of, package_versions
-    from core.config import to_dict
-    from core.model_card import federated_training
-    from core.models.presets import preprocess_for
-
     return {
         "format": FORMAT,
         "kind": "federated",

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.config import FinetuneConfig, ModelConfig, PretrainConfig, load_config
+from core.config import FinetuneConfig, ModelConfig, PretrainConfig, load_config, to_dict
+from core.train.site_round import LocalResult, finetune_round, pretrain_round
 
 LOCAL_STATE_DIR = "local-only"
 
@@ -47,8 +48,6 @@ class LocalOnlyPlan:
             raise ValueError(f"local-only instruction lacks {err.args[0]!r}") from None
 
     def to_json(self) -> dict:
-        from core.config import to_dict
-
         return {
             "pretrain": to_dict(self.pretrain),
             "finetune": to_dict(self.finetune),
@@ -69,8 +68,6 @@ def local_only_round(
 ):
     """Train this site's local-only model from `initial_arrays`; returns a LocalResult with
     every group the site trained (its views' backbones, its joint's heads) and their counts."""
-    from core.train.site_round import LocalResult, finetune_round, pretrain_round
-
     own_state = state_dir / LOCAL_STATE_DIR
     shutil.rmtree(own_state, ignore_errors=True)
     state = dict(initial_arrays)

@@ -1,4 +1,4 @@
-"""One federated round at a site, framework-free: what the ClientApp asks `core` to do.
+"""One federated training round at a site, framework-free (dispatched by core/train/site_task.py).
 
 A site receives global weights, trains the groups its data supports (pretraining: the view
 backbones it has; fine-tuning: its joint's heads, plus backbones in partial/full mode) and
@@ -12,18 +12,20 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from core.config import FinetuneConfig, ModelConfig, PretrainConfig, PretrainRunConfig, load_config
-from core.eval.shared_metrics import flatten_metrics, shared_evaluation
-from core.train.privacy import ClientDPConfig, parse_client_dp
+from core.config import FinetuneConfig, ModelConfig, PretrainConfig, PretrainRunConfig
+from core.data.cache import feature_root, load_site_tensors
+from core.federation.groups import group_of
+from core.models.presets import preprocess_for
+from core.models.registry import build_model
+from core.train.finetune import finetune
+from core.train.pretrain import Pretrainer, training_volumes
+from core.train.privacy import ClientDPConfig
 from core.train.proximal import attach_proximal_term
 from core.train.round_state import restore_state, run_state_dir, save_state
-
-LOCAL_ONLY = "local-only"  # the phase that trains a site's local-only model (cross-site)
 
 
 @dataclass
@@ -41,36 +43,11 @@ def derived_seed(seed: int, *parts: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") >> 1
 
 
-def _site(site_dir: Path):
-    from core.data.manifest import load_site
-
-    return load_site(site_dir)
-
-
-def site_info(*, site_dir: Path, site_id: str = "") -> dict[str, Any]:
-    """Aggregate facts a site shares when asked who it is (no case ids, no PHI)."""
-    site = _site(site_dir)
-    cases = [p.name for p in site.case_dirs()]
-    held = sum(site.is_heldout(c) for c in cases)
-    return {
-        "site-id": site_id or site.site_id,
-        "joint": site.joint.value,
-        "cases": len(cases),
-        "heldout": held,
-    }
-
-
-def _cases(site, model_config: ModelConfig):
-    from core.data.cache import load_site_tensors
-    from core.models.presets import preprocess_for
-
+def site_cases(site, model_config: ModelConfig):
     return load_site_tensors(site, preprocess=preprocess_for(model_config))
 
 
 def _feature_root(site, model_config: ModelConfig) -> Path:
-    from core.data.cache import feature_root
-    from core.models.presets import preprocess_for
-
     return feature_root(site, preprocess_for(model_config))
 
 
@@ -117,11 +94,9 @@ def pretrain_round(
     Optimizer state between rounds lives under `run_state_dir(state_dir, run_key)`; an empty
     `run_key` keeps it in `state_dir` itself (a folder private to one run, e.g. local-only
     training's). The privacy budget stays in `state_dir`: it spans every run of the site."""
-    from core.train.pretrain import Pretrainer, training_volumes
-
     own_state = run_state_dir(state_dir, run_key) if run_key else state_dir
 
-    volumes = training_volumes(_cases(site, model_config), config=model_config)
+    volumes = training_volumes(site_cases(site, model_config), config=model_config)
     run_seed = derived_seed(seed, index, site_id)
     config = PretrainRunConfig(model=model_config, train=replace(train, seed=run_seed))
     trainer = Pretrainer(config=config, volumes=volumes)
@@ -169,11 +144,9 @@ def pretrain_round(
     return LocalResult(site_id=site_id, arrays=arrays, examples=examples, metrics=metrics)
 
 
-def _model_with_global(
+def model_with_global(
     *, site, model_config: ModelConfig, seed: int, global_arrays, groups_of_model
 ):
-    from core.models.registry import build_model
-
     model = build_model(model_config, joint=site.joint, seed=seed)
     expected = model.state_dict()
     groups = groups_of_model(model)
@@ -182,9 +155,7 @@ def _model_with_global(
     return model, groups
 
 
-def _all_groups(model) -> list[str]:
-    from core.federation.groups import group_of
-
+def all_groups(model) -> list[str]:
     return sorted({group_of(k) for k in model.state_dict()})
 
 
@@ -203,15 +174,13 @@ def finetune_round(
 ) -> LocalResult:
     """With client DP on (and `finetune` in its phases), trains the heads by DP-SGD (or
     refuses when the site budget would be exceeded) and reports epsilon instead of the loss."""
-    from core.train.finetune import finetune
-
-    cases = _cases(site, model_config)
-    model, groups = _model_with_global(
+    cases = site_cases(site, model_config)
+    model, groups = model_with_global(
         site=site,
         model_config=model_config,
         seed=seed,
         global_arrays=global_arrays,
-        groups_of_model=_all_groups,
+        groups_of_model=all_groups,
     )
     config = replace(train, seed=derived_seed(seed, index, site_id))
     subset_seed = derived_seed(seed, "label-subset", site_id)  # the same subset every round
@@ -255,106 +224,3 @@ def finetune_round(
         if any(k.startswith(g + ".") for g in trained)
     }
     return LocalResult(site_id=site_id, arrays=arrays, examples=examples, metrics=metrics)
-
-
-def train_round(
-    *,
-    site_dir: Path,
-    state_dir: Path,
-    site_id: str,
-    phase: str,
-    index: int,
-    seed: int,
-    run_key: str,
-    model_json: dict,
-    train_json: dict,
-    global_arrays: dict[str, np.ndarray],
-    client_dp_json: str = "",
-) -> LocalResult:
-    """Dispatch one training round of `phase` at this site (`client_dp_json`: the
-    experiment's `client_dp` settings as JSON; empty = no sample-level DP; `run_key`: the
-    federation run's key, under which state between pretraining rounds is kept)."""
-    if phase == "pretrain" or run_key:
-        run_state_dir(state_dir, run_key)  # refuse a missing or unsafe key before any work
-    client_dp = parse_client_dp(client_dp_json)
-    site = _site(site_dir)
-    sid = site_id or site.site_id
-    model_config = load_config(ModelConfig, data=model_json)
-    if phase == "pretrain":
-        return pretrain_round(
-            site=site,
-            site_id=sid,
-            state_dir=state_dir,
-            index=index,
-            seed=seed,
-            model_config=model_config,
-            train=load_config(PretrainConfig, data=train_json),
-            global_arrays=global_arrays,
-            client_dp=client_dp,
-            run_key=run_key,
-        )
-    if phase == "finetune":
-        return finetune_round(
-            site=site,
-            site_id=sid,
-            state_dir=state_dir,
-            index=index,
-            seed=seed,
-            model_config=model_config,
-            train=load_config(FinetuneConfig, data=train_json),
-            global_arrays=global_arrays,
-            client_dp=client_dp,
-            run_key=run_key,
-        )
-    if phase == LOCAL_ONLY:
-        from core.train.local_only import LocalOnlyPlan, local_only_round
-
-        return local_only_round(
-            site=site,
-            site_id=sid,
-            state_dir=state_dir,
-            seed=seed,
-            model_config=model_config,
-            plan=LocalOnlyPlan.from_json(train_json),
-            initial_arrays=global_arrays,
-        )
-    raise ValueError(f"unknown phase {phase!r}: expected pretrain, finetune or {LOCAL_ONLY}")
-
-
-CROSS_PREFIX = "cross/"
-
-
-def evaluate_round(
-    *,
-    site_dir: Path,
-    site_id: str,
-    seed: int,
-    model_json: dict,
-    global_arrays: dict[str, np.ndarray],
-    other_models: dict[str, dict[str, np.ndarray]] | None = None,
-) -> tuple[str, dict[str, float]]:
-    """Evaluate the global model on this site's held-out split; with `other_models` (name ->
-    arrays: the other sites' local-only models, for the cross-site matrix) also each of them,
-    reported as `cross/<name>/macro_auc`."""
-    from core.models.predict import evaluate
-
-    site = _site(site_dir)
-    model_config = load_config(ModelConfig, data=model_json)
-    cases = _cases(site, model_config)
-
-    def metrics_of(arrays: dict[str, np.ndarray]) -> dict[str, float]:
-        model, _ = _model_with_global(
-            site=site,
-            model_config=model_config,
-            seed=seed,
-            global_arrays=arrays,
-            groups_of_model=_all_groups,
-        )
-        return shared_evaluation(flatten_metrics(evaluate(model, cases)))
-
-    metrics = metrics_of(global_arrays)
-    for name, arrays in (other_models or {}).items():
-        value = metrics_of(arrays).get("macro_auc")
-        if value is not None:
-            metrics[f"{CROSS_PREFIX}{name}/macro_auc"] = value
-    return site_id or site.site_id, metrics

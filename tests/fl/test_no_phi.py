@@ -164,7 +164,7 @@ def _train_message(*, site_dir: Path, state_dir: Path):
 
 
 def test_any_exception_from_training_leaves_the_site_redacted_and_bounded(tmp_path, monkeypatch):
-    import core.train.site_round
+    import core.train.site_task
     from fl_client import app
 
     site = make_site(
@@ -181,7 +181,7 @@ def test_any_exception_from_training_leaves_the_site_redacted_and_bounded(tmp_pa
     def train_round(**_):
         raise RuntimeError(full)
 
-    monkeypatch.setattr(core.train.site_round, "train_round", train_round)
+    monkeypatch.setattr(core.train.site_task, "train_round", train_round)
     msg, context = _train_message(site_dir=site, state_dir=tmp_path / "state")
     reply = app.app(msg, context)  # the deployed ClientApp, as a SuperNode calls it
     assert reply.has_error() and not reply.has_content()
@@ -196,7 +196,7 @@ def test_any_exception_from_training_leaves_the_site_redacted_and_bounded(tmp_pa
 
 
 def test_user_errors_keep_their_redacted_text_within_the_bound(tmp_path, monkeypatch):
-    import core.train.site_round
+    import core.train.site_task
     from fl_client import app
 
     site = make_site(
@@ -212,7 +212,7 @@ def test_user_errors_keep_their_redacted_text_within_the_bound(tmp_path, monkeyp
     def train_round(**_):
         raise ValueError(text)
 
-    monkeypatch.setattr(core.train.site_round, "train_round", train_round)
+    monkeypatch.setattr(core.train.site_task, "train_round", train_round)
     msg, context = _train_message(site_dir=site, state_dir=tmp_path / "state")
     reply = app.app(msg, context)
     reason = reply.error.reason

@@ -24,7 +24,7 @@ from fl_client import warm_launcher as w
 w.preload()
 left = w.project_modules()
 before = set(sys.modules)
-import fl_client.app, core.train.site_round, core.train.pretrain, core.train.finetune
+import fl_client.app, core.train.site_task, core.train.pretrain, core.train.finetune
 import core.train.dp_pretrain, core.train.dp_finetune, core.models.registry, core.data.cache
 from core.data.manifest import load_site
 new = {m.split(".")[0] for m in set(sys.modules) - before}

@@ -194,7 +194,7 @@ ROUND_WRITES |= {3: "runs/run-a/pretrain-state-0002.json"}
 @pytest.mark.parametrize("nth", list(ROUND_WRITES))
 def test_dp_round_on_a_full_disk_releases_nothing_and_keeps_the_budget(tmp_path, monkeypatch, nth):
     cases = _cases()
-    monkeypatch.setattr(site_round, "_cases", lambda site, config: cases)
+    monkeypatch.setattr(site_round, "site_cases", lambda site, config: cases)
     model = load_config(ModelConfig, data=MODEL)
 
     def run(index: int, global_arrays=None):

@@ -115,7 +115,7 @@ def test_site_round_spends_then_refuses_and_reports_no_loss(
     from core.train import site_round
     from core.views import Joint
 
-    monkeypatch.setattr(site_round, "_cases", lambda site, config: knee_cases)
+    monkeypatch.setattr(site_round, "site_cases", lambda site, config: knee_cases)
     model = build_model(tiny_config, joint="knee", seed=0)
     global_arrays = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     dp = ClientDPConfig(**{**DP.__dict__, "max_epsilon": None})

@@ -226,7 +226,7 @@ def test_views_compose_and_budget_survives_a_restart(tmp_path, n_views):
 
 def test_exhausted_budget_refuses_without_training(tmp_path, monkeypatch):
     cases = _cases(4)
-    monkeypatch.setattr(site_round, "_cases", lambda site, config: cases)
+    monkeypatch.setattr(site_round, "site_cases", lambda site, config: cases)
     model = _model_config()
     global_arrays = {k: v.numpy() for k, v in _trainer(cases).backbone_weights(ema=False).items()}
     entries = round_entries(rates=[0.5] * 3, steps=1, config=ClientDPConfig(noise_multiplier=1.0))

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def pretrain(monkeypatch):
     """One pretraining round of site knee-a on tiny cases, as the ClientApp runs it."""
     cases = _cases(4)
-    monkeypatch.setattr(site_round, "_cases", lambda site, config: cases)
+    monkeypatch.setattr(site_round, "site_cases", lambda site, config: cases)
     global_arrays = {k: v.numpy() for k, v in _trainer(cases).backbone_weights(ema=False).items()}
 
     def run(*, state_dir, index: int, run_key: str):
@@ -54,21 +54,3 @@ def test_a_state_dir_never_restores_another_runs_state(tmp_path, pretrain):
     assert sorted(p.name for p in runs.iterdir()) == ["run-a", "run-b"]
     assert not list(shared.glob(f"{round_state.STATE_PREFIX}*"))  # nothing keyed by round only
     assert (runs / "run-a" / f"{round_state.STATE_PREFIX}0002.safetensors").is_file()
-
-
-@pytest.mark.parametrize("key", ["", "../elsewhere", "a/b", "x" * 65])
-def test_pretraining_needs_a_plain_run_key_before_any_work(tmp_path, key):
-    with pytest.raises(ValueError, match="run key"):
-        site_round.train_round(
-            site_dir=tmp_path / "no-site",  # never read: the key is checked first
-            state_dir=tmp_path / "state",
-            site_id="knee-a",
-            phase="pretrain",
-            index=1,
-            seed=0,
-            run_key=key,
-            model_json={},
-            train_json={},
-            global_arrays={},
-        )
-    assert not (tmp_path / "state").exists()
