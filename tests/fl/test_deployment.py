@@ -1,7 +1,9 @@
 """Flower's deployment engine for real: a TLS SuperLink with SuperNode authentication and
 three SuperNodes as separate processes on loopback, driven by the `orthofed` commands.
-Two rounds end to end, a ServerApp crash reported as a failure, and the two refusals
-(unregistered key, no CA)."""
+Two rounds end to end, a ServerApp crash reported as a failure, the two refusals
+(unregistered key, no CA), a SuperNode killed mid-round, and last the SuperLink killed mid-run
+and restarted on its `--database` (issue 15). One deployment serves them all: starting one
+costs about a minute of a 2-core machine."""
 
 from __future__ import annotations
 
@@ -23,8 +25,8 @@ from flwr.common.config import parse_config_args
 
 from fl_server import deploy, deploy_submit
 from fl_server.certs import create_site_keys, create_tls_files
-from fl_server.loopback import LoopbackFederation
-from tests.fl.conftest import run_history, write_experiment
+from fl_server.loopback import LoopbackFederation, kill_helpers
+from tests.fl.conftest import final_weights, run_history, write_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 SITES = ("knee-a", "knee-b", "ankle-c")
@@ -139,8 +141,20 @@ def test_fab_holds_the_code_and_configs_only():
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory, fed_sites):
     with LoopbackFederation(tmp_path_factory.mktemp("deploy")) as fed:
-        fed.start(dict(zip(SITES, fed_sites, strict=True)), unregistered=["rogue"])
+        fed.start(
+            dict(zip(SITES, fed_sites, strict=True)),
+            unregistered=["rogue"],
+            superlink_args=_database(fed),
+        )
         yield fed
+
+
+def _database(fed: LoopbackFederation) -> list[str]:
+    """The SuperLink's persistent state, so that a restarted SuperLink knows the run."""
+    return ["--database", str(fed.root / "superlink.db")]
+
+
+TWO_ROUNDS = ["pretrain.rounds=1", "evaluate.enabled=false"]
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +165,7 @@ def two_rounds(federation, fed_sites):
     done = federation.submit(
         exp,
         run_dir=run_dir,
-        overrides=["pretrain.rounds=1", "evaluate.enabled=false"],
+        overrides=TWO_ROUNDS,
         timeout_s=600,
     )
     return done, run_dir, time.monotonic() - started
@@ -285,3 +299,53 @@ def _wait_for(condition, submit: threading.Thread, timeout_s: float = 400) -> No
     while not condition():
         assert time.monotonic() < deadline and submit.is_alive(), "the run ended or stalled"
         time.sleep(0.2)
+
+
+# ---- last: the SuperLink killed and restarted (the deployment's state changes for good) ----
+
+
+@pytest.fixture(scope="module")
+def restarted(federation, two_rounds):
+    """`two_rounds`' experiment again; the SuperLink and the ServerApp it runs are SIGKILLed
+    once round 1 (pretraining) is saved, the SuperLink is started again on its database (the
+    SuperNodes reconnect by themselves) and `orthofed submit --resume` runs the finetune round."""
+    run_dir = federation.root / "interrupted"
+    exp = federation.root / "exp.yaml"
+    first: dict = {}
+    thread = threading.Thread(
+        target=lambda: first.update(
+            done=federation.submit(
+                exp, run_dir=run_dir, overrides=[*TWO_ROUNDS, "--unreachable", "15"], timeout_s=300
+            )
+        )
+    )
+    thread.start()
+    _wait_for(lambda: (run_dir / "history.jsonl").is_file(), thread)  # round 1 is saved
+    link = next(p for p in federation.procs if "superlink" in p.args and p.poll() is None)
+    os.killpg(link.pid, signal.SIGKILL)  # the coordinator's machine goes down
+    kill_helpers([federation.link_port], only=b"serverapp")  # and the ServerApp it ran
+    link.wait(timeout=30)
+    thread.join(timeout=400)
+    federation.superlink(*_database(federation), name="superlink-restarted")
+    resumed = federation.submit(
+        exp, run_dir=run_dir, overrides=[*TWO_ROUNDS, "--resume"], timeout_s=600
+    )
+    return first["done"], resumed, run_dir
+
+
+def test_the_interrupted_submit_says_the_superlink_went_silent(restarted):
+    interrupted, _, _ = restarted
+    assert interrupted.returncode == 1  # the submit saw its SuperLink go, not a success
+    assert "has not answered for 15s" in interrupted.stderr + interrupted.stdout
+
+
+def test_resume_after_a_superlink_restart_ends_like_an_uninterrupted_run(restarted, two_rounds):
+    _, resumed, run_dir = restarted
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    history = run_history(run_dir)
+    assert [(r["phase"], r["round"]) for r in history] == [("pretrain", 1), ("finetune", 1)]
+    assert set(history[-1]["metrics"]) == set(SITES)  # every SuperNode came back
+    straight, interrupted = final_weights(two_rounds[1]), final_weights(run_dir)
+    assert list(straight) == list(interrupted)
+    for key, value in straight.items():
+        assert interrupted[key].tobytes() == value.tobytes(), key
