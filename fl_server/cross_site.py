@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flwr.app import MessageType, RecordDict
 
@@ -29,10 +29,8 @@ from core.federation.model_state import initial_global_state, round_manifest
 from core.train.local_only import LocalOnlyPlan
 from core.train.site_task import CROSS_PREFIX, LOCAL_ONLY
 from fl_client import records
+from fl_server.federation import Federation
 from fl_server.messaging import base_record, select_sites, send_and_collect, site_name
-
-if TYPE_CHECKING:
-    from fl_server.app import Federation
 
 log = logging.getLogger("orthofed.server")
 

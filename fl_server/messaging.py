@@ -10,16 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING
 
 import numpy as np
 from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fl_client import records
-
-if TYPE_CHECKING:
-    from fl_server.app import Federation
+from fl_server.federation import Federation
 
 log = logging.getLogger("orthofed.server")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from flwr.app import MessageType
@@ -12,6 +12,7 @@ from core.federation.accounting import carry_privacy
 from core.federation.spool import UpdateSpool
 from fl_client import records
 from fl_server.cross_site import evaluate_contents, finish_cross_site
+from fl_server.federation import Federation
 from fl_server.messaging import (
     base_record,
     push,
@@ -21,9 +22,6 @@ from fl_server.messaging import (
     stream_replies,
 )
 from fl_server.strategy import aggregate_collected, collect_replies
-
-if TYPE_CHECKING:
-    from fl_server.app import Federation
 
 log = logging.getLogger("orthofed.server")
 

@@ -7,7 +7,8 @@ import httpx
 import pytest
 from flwr.proto.control_pb2 import ListRunsResponse  # pylint: disable=no-name-in-module
 
-from fl_server.deploy_submit import wait_for_run
+from fl_server.app import settings_from_run_config
+from fl_server.deploy_submit import run_config_toml, wait_for_run
 
 RUN_ID = 7
 
@@ -47,3 +48,17 @@ def test_a_silent_superlink_ends_the_wait_saying_the_run_may_go_on():
     with pytest.raises(ConnectionError, match=f"may still be going.*flwr log {RUN_ID}"):
         wait_for_run(RUN_ID, poll_s=0.01, unreachable_s=0.05, client=client)
     assert client.calls >= 2
+
+
+def test_the_run_config_submit_writes_is_what_the_serverapp_reads_and_typos_are_refused(tmp_path):
+    written = run_config_toml(
+        experiment=tmp_path / "exp.yaml",
+        run_dir=tmp_path / "run",
+        overrides=["seed=4"],
+        resume=True,
+    )
+    settings = settings_from_run_config(written)
+    assert settings.run_dir == str((tmp_path / "run").resolve()) and settings.resume
+    assert settings.overrides == ["seed=4"]
+    with pytest.raises(ValueError, match="unknown key.*run_dir.*reads experiment, run-dir"):
+        settings_from_run_config({**written, "run_dir": "/elsewhere"})
