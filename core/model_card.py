@@ -28,6 +28,7 @@ from typing import Any
 
 from core.atomic import write_json_atomic
 from core.eval.thresholds import DEFAULT_THRESHOLD
+from core.views import LABELS, parse_joint
 
 THRESHOLDS_KEY = "thresholds"
 
@@ -141,7 +142,6 @@ def federated_training(history: list[dict[str, Any]]) -> dict[str, Any]:
 def model_card(manifest: dict[str, Any]) -> dict[str, Any]:
     """What `orthofed info` shows: the model, how it was trained, privacy, metrics and
     thresholds, taken from a checkpoint manifest (no case ids or patient identifiers)."""
-    from core.views import LABELS, parse_joint
 
     model = (manifest.get("config") or {}).get("model") or {}
     joints = manifest.get("joints") or ([manifest["joint"]] if manifest.get("joint") else [])

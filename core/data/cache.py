@@ -19,7 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from core.config import DataConfig, PreprocessConfig
+from core.data.labels import read_labels
 from core.data.manifest import Site
+from core.data.nifti import read_mask
+from core.data.scan import scan_case
+from core.data.transforms import preprocess_mask, preprocess_volume
 from core.views import LABELS, View
 
 INDEX_NAME = "index.json"
@@ -95,9 +99,6 @@ def _prepare_case(
     *, site: Site, case_dir: Path, config: DataConfig, out_dir: Path
 ) -> tuple[list[str], bool]:
     """Read, validate and preprocess one case into `out_dir`; returns (views, has_mask)."""
-    from core.data.nifti import read_mask
-    from core.data.scan import scan_case
-    from core.data.transforms import preprocess_mask, preprocess_volume
 
     scan = scan_case(case_dir, config=config)
     if scan.problems:
@@ -174,7 +175,6 @@ def prepare_site(
 
 
 def _labels_for(site: Site) -> dict[str, np.ndarray]:
-    from core.data.labels import read_labels
 
     if not site.labels_path.is_file():
         return {}

@@ -12,6 +12,9 @@ import json
 import re
 from pathlib import Path
 
+from core.atomic import leftover_temp_files, write_bytes_atomic, write_json_atomic
+from core.checkpoint import load_tensors, tensors_to_bytes
+
 STATE_PREFIX = "pretrain-state-"
 RUNS_DIR = "runs"  # <state dir>/runs/<run key>/: one federation run's state between rounds
 RUN_KEY = re.compile(r"[0-9A-Za-z_-]{1,64}")
@@ -45,8 +48,6 @@ def latest_state(state_dir: Path, *, before: int) -> tuple[int, Path] | None:
 def save_state(trainer, *, state_dir: Path, index: int) -> None:
     """Weights, then the .json that marks them complete, each atomic. A failed write (a full
     disk: OSError naming the file) leaves the earlier states as they were."""
-    from core.atomic import leftover_temp_files, write_bytes_atomic, write_json_atomic
-    from core.checkpoint import tensors_to_bytes
 
     tensors, meta = trainer.state()
     path = state_dir / f"{STATE_PREFIX}{index:04d}.safetensors"
@@ -68,7 +69,6 @@ def save_state(trainer, *, state_dir: Path, index: int) -> None:
 
 
 def restore_state(trainer, *, state_dir: Path, index: int) -> None:
-    from core.checkpoint import load_tensors
 
     latest = latest_state(state_dir, before=index)
     if latest is None:
