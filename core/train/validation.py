@@ -99,8 +99,11 @@ class Validation:
         improved = [h for h, loss in self.last.items() if loss < self.best_loss.get(h, math.inf)]
         self.best_loss.update({h: self.last[h] for h in improved})
         self.improved_at.update({h: self.epoch for h in improved})
-        for head in improved if self.per_head else ["all"] if improved else []:
-            self.best[head] = (self.last.get(head, 0.0), self.epoch, self._snapshot(head))
+        if self.per_head:
+            for head in improved:
+                self.best[head] = (self.last[head], self.epoch, self._snapshot(head))
+        elif improved:  # the whole model, kept with the summed loss for the record
+            self.best["all"] = (sum(self.last.values()), self.epoch, self._snapshot("all"))
         self.stalled = 0 if improved else self.stalled + 1
         return self.stalled
 
