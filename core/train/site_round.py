@@ -144,12 +144,10 @@ def pretrain_round(
     return LocalResult(site_id=site_id, arrays=arrays, examples=examples, metrics=metrics)
 
 
-def model_with_global(
-    *, site, model_config: ModelConfig, seed: int, global_arrays, groups_of_model
-):
+def model_with_global(*, site, model_config: ModelConfig, seed: int, global_arrays):
     model = build_model(model_config, joint=site.joint, seed=seed)
     expected = model.state_dict()
-    groups = groups_of_model(model)
+    groups = all_groups(model)
     tensors = check_incoming(global_arrays, expected, groups=groups)
     model.load_state_dict(tensors, strict=False)
     return model, groups
@@ -180,7 +178,6 @@ def finetune_round(
         model_config=model_config,
         seed=seed,
         global_arrays=global_arrays,
-        groups_of_model=all_groups,
     )
     config = replace(train, seed=derived_seed(seed, index, site_id))
     subset_seed = derived_seed(seed, "label-subset", site_id)  # the same subset every round

@@ -20,7 +20,6 @@ from core.train.privacy import parse_client_dp
 from core.train.round_state import run_state_dir
 from core.train.site_round import (
     LocalResult,
-    all_groups,
     finetune_round,
     model_with_global,
     pretrain_round,
@@ -66,28 +65,20 @@ def train_round(
     site = load_site(site_dir)
     sid = site_id or site.site_id
     model_config = load_config(ModelConfig, data=model_json)
-    if phase == "pretrain":
-        return pretrain_round(
+    rounds = {
+        "pretrain": (pretrain_round, PretrainConfig),
+        "finetune": (finetune_round, FinetuneConfig),
+    }
+    if phase in rounds:
+        run_round, schema = rounds[phase]
+        return run_round(
             site=site,
             site_id=sid,
             state_dir=state_dir,
             index=index,
             seed=seed,
             model_config=model_config,
-            train=load_config(PretrainConfig, data=train_json),
-            global_arrays=global_arrays,
-            client_dp=client_dp,
-            run_key=run_key,
-        )
-    if phase == "finetune":
-        return finetune_round(
-            site=site,
-            site_id=sid,
-            state_dir=state_dir,
-            index=index,
-            seed=seed,
-            model_config=model_config,
-            train=load_config(FinetuneConfig, data=train_json),
+            train=load_config(schema, data=train_json),
             global_arrays=global_arrays,
             client_dp=client_dp,
             run_key=run_key,
@@ -130,7 +121,6 @@ def evaluate_round(
             model_config=model_config,
             seed=seed,
             global_arrays=arrays,
-            groups_of_model=all_groups,
         )
         return shared_evaluation(flatten_metrics(evaluate(model, cases)))
 
