@@ -106,6 +106,9 @@ def failure(facts: SiteFacts, err: Exception) -> Error:
     return Error(code=SITE_FAILURE, reason=_bounded(reason))
 
 
+# The handlers import `core.train.site_task` (torch, MONAI, Opacus: seconds on 2 cores) when
+# called, not at the top: without the warm launcher Flower starts one ClientApp process per
+# message, and a discovery query (site facts only) should not pay for the training stack.
 def handle_query(msg: Message, facts: SiteFacts) -> Message:
     from core.train.site_task import site_info
 
