@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from core.device import Device
 from core.precision import Precision
 
 T = TypeVar("T")
@@ -206,6 +207,8 @@ class PretrainConfig:
     seed: int = 0
     # auto: bf16 autocast where the hardware has bf16 units, fp32 elsewhere (core/precision.py).
     precision: Precision = Precision.auto
+    # auto: the site's CUDA GPU when PyTorch sees one, the CPU elsewhere (core/device.py).
+    device: Device = Device.auto
     log_every: int = 10
     checkpoint_every: int = 500
     # FedProx proximal term toward the round's global weights (0 = plain FedAvg). Used in

@@ -49,13 +49,15 @@ def denoising_loss(
     """Epsilon-prediction MSE at uniformly drawn timesteps (plain DDPM objective).
 
     Timesteps and noise come from `generator`, so a run is reproducible from its seed and
-    resumable from the generator's saved state.
+    resumable from the generator's saved state. They are drawn on the generator's device and
+    moved to the batch's, so a CPU generator draws the same noise for a CPU or a GPU run.
     """
     clean = clean.float()
     batch = clean.shape[0]
+    drawn = generator.device
     timesteps = torch.randint(
-        0, scheduler.num_train_timesteps, (batch,), generator=generator, device=clean.device
-    )
-    noise = torch.randn(clean.shape, generator=generator, device=clean.device)
+        0, scheduler.num_train_timesteps, (batch,), generator=generator, device=drawn
+    ).to(clean.device)
+    noise = torch.randn(clean.shape, generator=generator, device=drawn).to(clean.device)
     prediction = unet(noised(scheduler, clean, timesteps=timesteps, noise=noise), timesteps)
     return F.mse_loss(prediction.float(), noise)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.config import FinetuneConfig, LrSchedule, PretrainConfig, check_ranges, load_config
+from core.device import refuse_cuda_with_dp
 from core.federation.config import AggregationConfig, ServerDPConfig
 from core.precision import refuse_bf16_with_dp
 from core.tracking import Tracking
@@ -114,6 +115,8 @@ class ExperimentConfig:
         for name in ("pretrain", "finetune"):
             if dp.enabled and name in dp.phases:
                 refuse_bf16_with_dp(getattr(self, name).train.precision, key=f"{name}.train")
+        if dp.enabled and "pretrain" in dp.phases:
+            refuse_cuda_with_dp(self.pretrain.train.device, key="pretrain.train")
 
 
 def _positive_seconds(value: float) -> bool:

@@ -142,7 +142,10 @@ def run_pretraining(
     checkpoint = run_dir / CHECKPOINT_NAME
     with (
         training_progress(
-            title="pretrain", total=train.steps, done=trainer.step, enabled=progress
+            title=f"pretrain ({trainer.device}, {trainer.precision})",
+            total=train.steps,
+            done=trainer.step,
+            enabled=progress,
         ) as bar,
         # points logged after the saved state we resume from are replaced, not duplicated
         open_tracker(

@@ -4,6 +4,8 @@
 random generator that draws batches, timesteps and noise: a run is fully determined by its
 seed, and its state (weights, EMA, optimizer, step, generator) can be saved and restored.
 Views with no training volumes are kept (their weights stay as initialised) but not trained.
+The UNets train on `train.device` (core/device.py); the generator stays on the CPU and every
+tensor the trainer hands out (weights, state) is a CPU tensor.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from core.config import (
     PretrainRunConfig,
     check_ranges,
 )
+from core.device import resolve_device
 from core.diffusion.ddpm import build_scheduler, denoising_loss
 from core.models.backbone import build_backbone, conv_shapes
 from core.precision import Precision, resolve_precision
@@ -134,7 +137,11 @@ class Pretrainer:
         self.config = config
         self.volumes = {View(v): list(a) for v, a in volumes.items()}
         self.scheduler = build_scheduler(config.model.diffusion)
-        self.unets = build_view_backbones(config.model, seed=train.seed)
+        self.device = resolve_device(train.device)
+        self.unets = {
+            v: u.to(self.device)
+            for v, u in build_view_backbones(config.model, seed=train.seed).items()
+        }
         self.optimizers = {
             v: torch.optim.Adam(u.parameters(), lr=train.lr) for v, u in self.unets.items()
         }
@@ -143,7 +150,9 @@ class Pretrainer:
             for v, u in self.unets.items()
         }
         self.generator = torch.Generator().manual_seed(train.seed)
-        self.precision = resolve_precision(train.precision, conv_shapes=conv_shapes(config.model))
+        self.precision = resolve_precision(
+            train.precision, device=self.device, conv_shapes=conv_shapes(config.model)
+        )
         self.step = 0
 
     @property
@@ -164,7 +173,7 @@ class Pretrainer:
         for view in self.trained_views:
             arrays = self.volumes[view]
             order = torch.randperm(len(arrays), generator=self.generator)
-            batch = stack_batch(arrays, order[: self.config.train.batch_size])
+            batch = stack_batch(arrays, order[: self.config.train.batch_size]).to(self.device)
             self.unets[view].train()
             losses[view] = pretrain_step(
                 unet=self.unets[view],
@@ -183,7 +192,7 @@ class Pretrainer:
         out = {}
         for view in VIEWS:
             state = ema_weights(self.emas[view]) if ema else self.unets[view].state_dict()
-            out.update({f"backbone.{view.value}.{k}": t for k, t in state.items()})
+            out.update({f"backbone.{view.value}.{k}": t.cpu() for k, t in state.items()})
         return out
 
     def load_backbones(self, tensors: Mapping[str, torch.Tensor]) -> None:
@@ -208,7 +217,7 @@ class Pretrainer:
             tensors.update(opt_tensors)
             meta["optimizer"][view.value] = opt_meta
             meta["ema_count"][view.value] = ema_count(self.emas[view])
-        return tensors, meta
+        return {k: t.cpu() for k, t in tensors.items()}, meta
 
     def restore(self, *, step: int, tensors: Mapping[str, torch.Tensor], meta: dict) -> None:
         def part(prefix: str) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ import torch
 
 from core.config import FinetuneConfig, ModelConfig, PretrainConfig, PretrainRunConfig
 from core.data.cache import feature_root, load_site_tensors
+from core.device import Device
 from core.federation.groups import group_of
 from core.models.presets import preprocess_for
 from core.models.registry import build_model
@@ -98,7 +99,11 @@ def pretrain_round(
 
     volumes = training_volumes(site_cases(site, model_config), config=model_config)
     run_seed = derived_seed(seed, index, site_id)
-    config = PretrainRunConfig(model=model_config, train=replace(train, seed=run_seed))
+    dp_round = client_dp is not None and client_dp.enabled and "pretrain" in client_dp.phases
+    device = Device.cpu if dp_round else train.device  # DP steps run on the CPU (core/device.py)
+    config = PretrainRunConfig(
+        model=model_config, train=replace(train, seed=run_seed, device=device)
+    )
     trainer = Pretrainer(config=config, volumes=volumes)
     restore_state(trainer, state_dir=own_state, index=index)
     trainer.generator.manual_seed(run_seed)
@@ -109,7 +114,7 @@ def pretrain_round(
         attach_proximal_term(trainer.optimizers[v], mu=train.proximal_mu)
         for v in trainer.trained_views
     ]
-    if client_dp is not None and client_dp.enabled and "pretrain" in client_dp.phases:
+    if dp_round:
         from core.train.dp_pretrain import pretrain_privately
 
         private = pretrain_privately(

@@ -9,7 +9,7 @@ from core.checkpoint import load_checkpoint
 from core.config import PretrainRunConfig, load_config
 from core.train.ema import create_ema
 from core.train.loops import run_pretraining
-from core.train.pretrain import training_volumes
+from core.train.pretrain import Pretrainer, training_volumes
 from core.views import View
 from tests.core.tiny_model import TINY_MODEL
 
@@ -146,3 +146,14 @@ def test_resumed_trainer_continues_on_the_same_learning_rate_curve(tiny_config):
     assert second.optimizers[View("axial")].param_groups[0]["lr"] == pytest.approx(2e-3 / 3)
     a, b = first.backbone_weights(ema=False), second.backbone_weights(ema=False)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_trainer_hands_out_cpu_tensors_whatever_its_device(knee_cases, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config = _config(1)
+    trainer = Pretrainer(config=config, volumes=training_volumes(knee_cases, config=config.model))
+    assert trainer.device == "cpu"  # auto without a GPU
+    trainer.train_step()
+    tensors, _ = trainer.state()
+    weights = trainer.backbone_weights()
+    assert {t.device.type for t in [*tensors.values(), *weights.values()]} == {"cpu"}
