@@ -58,6 +58,7 @@ def pretrain(
 ) -> None:
     """Self-supervised diffusion pretraining of the three view backbones on one site."""
     from core.config import PretrainRunConfig
+    from core.device import resolve_device
     from core.models.presets import load_run_config
     from core.tracking import require_tracking
     from core.train.loops import check_pretrain_out, run_pretraining
@@ -68,6 +69,7 @@ def pretrain(
     extra = list(overrides or []) + ([f"train.steps={steps}"] if steps is not None else [])
     config = load_run_config(PretrainRunConfig, preset=preset, train="pretrain", overrides=extra)
     check_pretrain_config(config.train)  # e.g. --steps -1: refused before data is read
+    resolve_device(config.train.device)  # e.g. device=cuda on a machine without a GPU
     opened, cases, key = _site_cases(site, model_config=config.model)
     result = run_pretraining(
         cases,

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import typer
 from typer.testing import CliRunner
 
@@ -172,6 +173,22 @@ def test_negative_steps_are_refused_before_anything_is_read_or_written(app, tmp_
     assert (
         result.output.strip() == "error: train.steps must be >= 0 (0 = the initialisation), got -1"
     )
+    assert not out.exists()
+
+
+def test_cuda_without_a_gpu_is_refused_before_anything_is_read(app, tmp_path, monkeypatch):
+    cli, site = app
+
+    def no_reading(*_args, **_kwargs):
+        raise AssertionError("the site was read")
+
+    monkeypatch.setattr(model_commands, "_site_cases", no_reading)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "pre"
+    args = ["pretrain", "--site", str(site), "--out", str(out), "train.device=cuda", *TINY]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().startswith("error: train.device=cuda: PyTorch sees no CUDA GPU")
     assert not out.exists()
 
 
