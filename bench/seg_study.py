@@ -10,7 +10,7 @@ bones, then mean +- sd over seeds and the paired differences; writes OUT/seg_stu
 OUT/seg_study.md.
 
     python bench/seg_study.py --site SITE --init runs/pre/checkpoint.safetensors \
-        --fractions 0.1 --seeds 3 --folds 3 [epochs=400 val_fraction=0 ...]
+        --fractions 0.1 --seeds 3 --folds 3 [--heads seg_channels=32 ...] [-- min_steps=400 ...]
 """
 
 from __future__ import annotations
@@ -54,12 +54,28 @@ def _bones(cell: dict) -> float:
     return float(np.mean([cell["dice"][b] for b in BONES if cell["dice"][b] is not None]))
 
 
-def _models(init: Path):
+def _head_config(config, heads: list[str]):
+    """A copy of the model config with `model.heads` settings replaced (KEY=VALUE)."""
+    config = copy.deepcopy(config)
+    for item in heads:
+        key, _, value = item.partition("=")
+        if not hasattr(config.heads, key) or not value:
+            raise SystemExit(f"error: --heads {item!r}: not a model.heads KEY=VALUE")
+        setattr(config.heads, key, type(getattr(config.heads, key))(value))
+    return config
+
+
+def _models(init: Path, heads: list[str]):
     from core.models.loading import model_from_checkpoint
     from core.models.registry import build_model
 
-    ssl, checkpoint = model_from_checkpoint(init, joint="knee")
-    random = build_model(copy.deepcopy(ssl.config), joint="knee")  # pretraining's start
+    loaded, checkpoint = model_from_checkpoint(init, joint="knee")
+    config = _head_config(loaded.config, heads)
+    ssl = loaded
+    if heads:  # fresh heads of the new shape on the loaded backbones
+        ssl = build_model(config, joint="knee")
+        ssl.backbone.load_state_dict(loaded.backbone.state_dict())
+    random = build_model(copy.deepcopy(config), joint="knee")  # pretraining's start
     return {"ssl": ssl, "random": random}, checkpoint.manifest.get("step")
 
 
@@ -105,6 +121,13 @@ def main() -> None:
     parser.add_argument("--unet-batch", type=int, default=4)
     parser.add_argument("--unet-lr", type=float, default=2e-3)
     parser.add_argument(
+        "--heads",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="head architecture (model.heads keys), e.g. seg_proj=16 seg_channels=32",
+    )
+    parser.add_argument(
         "overrides",
         nargs="*",
         help="fine-tuning settings (configs/train/finetune.yaml keys), e.g. epochs=60",
@@ -118,7 +141,7 @@ def main() -> None:
     from reproduce.baselines import UNetBudget
 
     site = load_site(args.site)
-    models, step = _models(args.init)
+    models, step = _models(args.init, args.heads)
     cases = load_site_tensors(site, preprocess=preprocess_for(models["ssl"].config), progress=True)
     # segmentation only: labels dropped, held-out cases never read
     training = [replace(c, labels=None) for c in cases if not c.heldout and c.mask is not None]
