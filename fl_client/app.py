@@ -9,6 +9,7 @@ text stays in the site's errors.log.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import re
@@ -30,6 +31,12 @@ SITE_FAILURE = 4101  # anything else: only its type leaves the site (the text ma
 # A reply's error text is bounded: it travels to the coordinator and into their logs.
 MAX_REASON_CHARS = 500
 USER_ERRORS = (ValueError, FileNotFoundError, KeyError)
+# Packages whose error messages we wrote (and keep free of patient data); a ValueError raised
+# inside a library (pydicom, torch, nibabel) may quote a header value, so only its type leaves.
+OWN_PACKAGES = ("core", "fl_client", "fl_server")
+# A DICOM person name (PN): components joined by '^' ("Family^Given"); a library message our
+# own text wraps can quote one, so any such token is masked before a reason leaves the site.
+PERSON_NAME = re.compile(r"[^\s'\"()\[\]{},;:]*\^[^\s'\"()\[\]{},;:]*")
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,18 @@ def redact(text: str, *, site_dir: Path) -> str:
     text = text.replace(str(site_dir.resolve()), "<site>")  # a relative one names no patient
     for case_id in sorted(_case_ids(site_dir), key=len, reverse=True):
         text = re.sub(rf"(?<![\w.-]){re.escape(case_id)}(?![\w-])", "<case>", text)
-    return text
+    return PERSON_NAME.sub("<name>", text)
+
+
+def raised_by_us(err: BaseException) -> bool:
+    """Whether the innermost frame that raised `err` is in one of the project's packages,
+    i.e. whether we wrote its message."""
+    frames = traceback.extract_tb(err.__traceback__)
+    if not frames:
+        return False
+    root = Path(__file__).resolve().parent.parent
+    raised_in = Path(frames[-1].filename).resolve()
+    return any(raised_in.is_relative_to(root / package) for package in OWN_PACKAGES)
 
 
 def _log_locally(facts: SiteFacts, err: Exception) -> None:
@@ -81,8 +99,8 @@ def _log_locally(facts: SiteFacts, err: Exception) -> None:
         facts.state_dir.mkdir(parents=True, exist_ok=True)
         with (facts.state_dir / "errors.log").open("a", encoding="utf-8") as handle:
             handle.write(text)
-    except OSError:
-        pass
+    except OSError as log_err:  # e.g. the disk that is full: say so on the console instead
+        log.error("cannot write %s (%s); the error was: %s", facts.state_dir, log_err, text)
 
 
 def _bounded(text: str) -> str:
@@ -92,13 +110,20 @@ def _bounded(text: str) -> str:
 
 
 def failure(facts: SiteFacts, err: Exception) -> Error:
-    """The error a reply carries. A user error (our own message about the site's data or
-    settings) is sent redacted; the text of any other exception was not written by us and may
-    quote anything (a DICOM element, a patient name), so only its type leaves the site."""
+    """The error a reply carries. A user error raised by our own code (a message about the
+    site's data or settings) is sent redacted; the text of any other exception, or of a user
+    error raised inside a library, was not written by us and may quote anything (a DICOM
+    element, a patient name), so only its type leaves the site."""
     where = facts.site_id or "site"
-    if isinstance(err, USER_ERRORS):
+    if isinstance(err, USER_ERRORS) and raised_by_us(err):
         reason = f"{where}: {redact(str(err), site_dir=facts.site_dir)}"
         return Error(code=USER_ERROR, reason=_bounded(reason))
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = (
+            f"{where}: no space left on the site's disk (previous state and privacy budget "
+            "kept); the site's operator frees space and the site rejoins the next round"
+        )
+        return Error(code=USER_ERROR, reason=reason)
     reason = (
         f"{where}: unexpected {type(err).__name__}; the site's operator finds the full "
         "text in errors.log in the site's state folder"

@@ -197,6 +197,7 @@ def test_any_exception_from_training_leaves_the_site_redacted_and_bounded(tmp_pa
 
 def test_user_errors_keep_their_redacted_text_within_the_bound(tmp_path, monkeypatch):
     import core.train.site_task
+    from core.views import parse_joint
     from fl_client import app
 
     site = make_site(
@@ -207,17 +208,57 @@ def test_user_errors_keep_their_redacted_text_within_the_bound(tmp_path, monkeyp
         case_prefix="MRN4471923-",
         n_cases=2,
     )
-    text = f"{site.resolve()}/MRN4471923-0: labels.csv row has 7 labels; " + "y" * 5000
+    text = f"{site.resolve()}/MRN4471923-0 of Zyxwort^Quilliam: " + "y" * 5000
 
     def train_round(**_):
-        raise ValueError(text)
+        parse_joint(text)  # our own ValueError, which quotes what it was given
 
     monkeypatch.setattr(core.train.site_task, "train_round", train_round)
     msg, context = _train_message(site_dir=site, state_dir=tmp_path / "state")
     reply = app.app(msg, context)
     reason = reply.error.reason
     assert reply.error.code == app.USER_ERROR
-    assert reason.startswith("knee-x: <site>/<case>: labels.csv row has 7 labels; yyy")
+    assert reason.startswith("knee-x: unknown joint '<site>/<case> of <name>: yyy")
     assert len(reason) <= app.MAX_REASON_CHARS and reason.endswith("...")
     assert [n for n in NEEDLES if n in reason] == [] and str(tmp_path) not in reason
+    assert "Zyxwort" not in reason
     assert "MRN4471923-0" in (tmp_path / "state" / "errors.log").read_text()
+
+
+def test_a_library_value_error_leaves_only_its_type(tmp_path, monkeypatch):
+    # pydicom, nibabel or torch raise ValueError with header values in the text: not ours
+    import pydicom.valuerep
+
+    import core.train.site_task
+    from fl_client import app
+
+    site = make_site(tmp_path / "knee-z", joint="knee", site_id="knee-z", seed=16, n_cases=2)
+
+    def train_round(**_):
+        pydicom.valuerep.validate_value("DA", "Zyxwort Quilliam", 2)  # quotes the value
+
+    monkeypatch.setattr(core.train.site_task, "train_round", train_round)
+    msg, context = _train_message(site_dir=site, state_dir=tmp_path / "state")
+    reply = app.app(msg, context)
+    assert reply.error.code == app.SITE_FAILURE
+    assert "ValueError" in reply.error.reason and "Zyxwort" not in reply.error.reason
+    assert "Zyxwort" in (tmp_path / "state" / "errors.log").read_text()
+
+
+def test_a_full_site_disk_is_named_as_such_without_its_paths(tmp_path, monkeypatch):
+    import errno
+
+    import core.train.site_task
+    from fl_client import app
+
+    site = make_site(tmp_path / "knee-f", joint="knee", site_id="knee-f", seed=17, n_cases=2)
+
+    def train_round(**_):
+        raise OSError(errno.ENOSPC, "No space left on device", str(site / "case-0"))
+
+    monkeypatch.setattr(core.train.site_task, "train_round", train_round)
+    msg, context = _train_message(site_dir=site, state_dir=tmp_path / "state")
+    reply = app.app(msg, context)
+    assert reply.error.code == app.USER_ERROR
+    assert "no space left on the site's disk" in reply.error.reason
+    assert str(tmp_path) not in reply.error.reason
