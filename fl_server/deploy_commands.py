@@ -212,7 +212,7 @@ def submit(
     that machine (or use paths valid there). Exit 0 only if the run finished:completed.
     """
     from core.federation.experiment import load_experiment
-    from core.federation.model_state import model_config_for
+    from core.federation.model_state import check_init_checkpoint, model_config_for
     from core.federation.run_record import check_run, resolved_config
     from core.federation.rundir import RunDir
 
@@ -220,8 +220,11 @@ def submit(
     experiment = load_experiment(config, overrides=overrides)
     target = run_dir or Path("runs") / experiment.name
     # before anything is submitted (the ServerApp checks again where the run dir lives)
-    resolved = resolved_config(experiment, model_config=model_config_for(experiment))
+    model_config = model_config_for(experiment)
+    resolved = resolved_config(experiment, model_config=model_config)
     check_run(RunDir(target), config=resolved, resume=resume)
+    if not resume:
+        check_init_checkpoint(experiment, model_config=model_config)
     deploy_submit.write_connection(
         address=superlink_address, root_certificates=root_certificates, insecure=insecure
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from core.data.manifest import load_site
 from core.federation.experiment import load_experiment
-from core.federation.model_state import model_config_for
+from core.federation.model_state import check_init_checkpoint, model_config_for
 from core.federation.run_record import check_run, resolved_config
 from core.federation.rundir import RunDir
 from fl_client.app import make_simulation_client_app
@@ -84,8 +84,11 @@ def run_embedded(
         resume=resume,
     )
     # before Ray starts: a new run needs a free folder, a resumed one its own configuration
-    config = resolved_config(experiment, model_config=model_config_for(experiment))
+    model_config = model_config_for(experiment)
+    config = resolved_config(experiment, model_config=model_config)
     check_run(RunDir(Path(run_dir)), config=config, resume=resume)
+    if not resume:
+        check_init_checkpoint(experiment, model_config=model_config)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     cpus = cpus_per_site or cores
     server = make_server_app(settings)

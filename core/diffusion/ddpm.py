@@ -14,8 +14,9 @@ from torch import nn
 from core.config import DiffusionConfig
 
 
-def build_scheduler(config: DiffusionConfig) -> DDPMScheduler:
-    """MONAI DDPM scheduler for training-time noising (T steps, named beta schedule)."""
+def check_diffusion(config: DiffusionConfig) -> None:
+    """Refuse a schedule MONAI does not have, a target we do not train, or too few steps
+    (called when a model config is loaded, so a typo stops a run before any work starts)."""
     if config.schedule not in NoiseSchedules:
         names = ", ".join(sorted(NoiseSchedules.names))
         raise ValueError(
@@ -25,6 +26,11 @@ def build_scheduler(config: DiffusionConfig) -> DDPMScheduler:
         raise ValueError("model.diffusion.prediction_type: only 'epsilon' is implemented")
     if config.num_train_timesteps < 2:
         raise ValueError("model.diffusion.num_train_timesteps must be >= 2")
+
+
+def build_scheduler(config: DiffusionConfig) -> DDPMScheduler:
+    """MONAI DDPM scheduler for training-time noising (T steps, named beta schedule)."""
+    check_diffusion(config)
     return DDPMScheduler(
         num_train_timesteps=config.num_train_timesteps,
         schedule=config.schedule,

@@ -8,6 +8,7 @@ once; each joint contributes its own head groups.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -42,6 +43,19 @@ def initial_global_state(
     if experiment.init_checkpoint:
         state = _overlay_checkpoint(state, experiment.init_checkpoint)
     return state
+
+
+def check_init_checkpoint(experiment: ExperimentConfig, *, model_config: ModelConfig) -> None:
+    """Refuse an `init_checkpoint` that is missing, unreadable or of another model before a
+    federation starts (by building the initial state once, as the ServerApp will)."""
+    if not experiment.init_checkpoint:
+        return
+    if not Path(experiment.init_checkpoint).is_file():
+        raise ValueError(
+            f"init_checkpoint {experiment.init_checkpoint}: no such file (paths are read on "
+            "the machine that runs the ServerApp)"
+        )
+    initial_global_state(experiment, model_config=model_config)
 
 
 def _overlay_checkpoint(state: dict[str, np.ndarray], path: str) -> dict[str, np.ndarray]:

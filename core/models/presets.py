@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from omegaconf import OmegaConf
 
 from core.config import ModelConfig, PreprocessConfig, load_config
+from core.diffusion.ddpm import check_diffusion
 from core.models.backbone import parse_block, seg_taps, validate_backbone, validate_input_shape
 
 T = TypeVar("T")
@@ -67,6 +68,7 @@ def validate_model_config(config: ModelConfig) -> None:
     """Raise ValueError naming the key when a preset cannot build a working model."""
     validate_backbone(config.backbone)
     validate_input_shape(config)
+    check_diffusion(config.diffusion)
     if not config.features.taps:
         raise ValueError("model.features.taps is empty: give at least one {timestep, block}")
     levels = len(config.backbone.channels)

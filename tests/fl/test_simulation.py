@@ -250,12 +250,20 @@ def test_resume_of_a_mistyped_run_dir_starts_nothing(tmp_path, finished_run):
     assert not (tmp_path / "typo").exists()
 
 
-def test_coordinator_mistake_is_refused_before_ray(tmp_path, fed_sites):
-    # issue 15, defect 3: refused when the experiment loads, nothing written, no site asked
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [
+        ("pretrain.timeout_s=-5", "error: pretrain.timeout_s must be a number of seconds"),
+        ("model_overrides=[diffusion.schedule=bogus]", "error: model.diffusion.schedule 'bogus'"),
+        ("init_checkpoint=missing.safetensors", "error: init_checkpoint missing.safetensors: no"),
+    ],
+)
+def test_coordinator_mistake_is_refused_before_ray(tmp_path, fed_sites, override, says):
+    # issue 15, defect 3: refused before the engine starts, nothing written, no site asked
     exp = write_experiment(tmp_path / "exp.yaml", sites=fed_sites)
-    result = federate_cli(exp, tmp_path / "run", "pretrain.timeout_s=-5")
-    assert result.returncode == 2
-    assert _error_line(result).startswith("error: pretrain.timeout_s must be a number of seconds")
+    result = federate_cli(exp, tmp_path / "run", override)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert _error_line(result).startswith(says)
     assert not (tmp_path / "run").exists()
 
 

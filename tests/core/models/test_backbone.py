@@ -79,6 +79,19 @@ def test_invalid_model_configs_are_rejected(override, match):
         build_model(config, joint="knee")
 
 
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        (["diffusion.schedule=bogus"], "cosine"),
+        (["diffusion.prediction_type=v_prediction"], "epsilon"),
+        (["diffusion.num_train_timesteps=1"], ">= 2"),
+    ],
+)
+def test_diffusion_settings_are_refused_when_loaded_not_when_used(override, match):
+    with pytest.raises(ValueError, match=match):
+        load_model_config("tiny", overrides=override)
+
+
 def test_unknown_preset_lists_the_choices():
     with pytest.raises(ValueError, match="paper, tiny"):
         load_model_config("huge")
