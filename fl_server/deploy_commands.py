@@ -39,6 +39,9 @@ def certs(
     days: int = typer.Option(365, "--days", help="Validity of the certificates in days."),
 ) -> None:
     site_ids = [certs_mod.check_site_id(s.strip()) for s in sites.split(",") if s.strip()]
+    repeated = sorted({s for s in site_ids if site_ids.count(s) > 1})
+    if repeated:  # refused before any file is written
+        raise ValueError(f"--sites lists {', '.join(repeated)} more than once; list each site once")
     tls = certs_mod.create_tls_files(out, hosts=list(host), days=days)
     typer.echo(f"CA: {tls.ca_cert} (private key {tls.ca_key})")
     typer.echo(f"SuperLink: {tls.server_cert}, {tls.server_key}")

@@ -79,3 +79,12 @@ def test_flowers_run_simulation_deprecation_is_filtered_and_nothing_else():
     )
     assert keep.filter(record("DEPRECATED FEATURE: %s", "something else"))
     assert keep.filter(record("node %s did not answer", 3))
+
+
+def test_certs_with_a_site_listed_twice_writes_nothing(tmp_path):
+    out = tmp_path / "pki"
+    result = CliRunner().invoke(build_full_app(), ["certs", "--out", str(out), "--sites", "a,b,a"])
+    assert result.exit_code == 2, result.output
+    assert "--sites lists a more than once" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
