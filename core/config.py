@@ -90,17 +90,32 @@ def load_config(
         if data:
             merged = OmegaConf.merge(merged, OmegaConf.create(data))
         for item in overrides or []:
-            if "=" not in item:
-                raise ValueError(f"override {item!r} must look like key=value")
-        if overrides:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+            merged = OmegaConf.merge(merged, _parse_override(item))
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         raise ValueError(_format_error(err, source)) from None
     except Exception as err:  # yaml parse errors and the like
         if isinstance(err, ValueError):
             raise
-        raise ValueError(f"{source}: cannot read configuration: {err}") from None
+        raise ValueError(f"{source}: cannot read configuration: {_first_line(err)}") from None
+
+
+def _first_line(err: Exception) -> str:
+    """YAML errors span several lines (what, then `in "<file>", line L` marks): one line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return "; ".join(line for line in lines if not line.startswith("in ")) or type(err).__name__
+
+
+def _parse_override(item: str):
+    """One dotted `key=value` override; a malformed one is named in one line."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r} must look like key=value")
+    try:
+        return OmegaConf.from_dotlist([item])
+    except Exception as err:  # YAML errors of the value (an unclosed list, a bad quote)
+        raise ValueError(
+            f"override {item!r}: value is not valid YAML ({_first_line(err)})"
+        ) from None
 
 
 def check_ranges(checks: list[tuple[bool, str, str, Any]], *, key: str) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -209,3 +210,19 @@ def create_site_keys(folder: Path, site_id: str) -> SiteKeyFiles:
     )
     files.public_key.write_bytes(public + f" {site_id}\n".encode())
     return files
+
+
+def check_public_key(path: Path) -> None:
+    """A site's SITE.pub as Flower's node authentication needs it (an OpenSSH elliptic-curve
+    public key), checked here so a wrong file is named in one line before anything is sent."""
+    if not path.is_file():
+        raise ValueError(f"{path}: no such public key file")
+    try:
+        key = serialization.load_ssh_public_key(path.read_bytes().strip())
+    except (ValueError, UnsupportedAlgorithm, OSError):
+        key = None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ValueError(
+            f"{path}: not an OpenSSH elliptic-curve public key (give the site's SITE.pub from "
+            "'orthofed site-key', never its private key)"
+        )

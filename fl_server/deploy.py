@@ -124,7 +124,7 @@ def node_config(options: SuperNodeOptions) -> str:
     if not (options.site_dir / "site.yaml").is_file():
         raise ValueError(
             f"{options.site_dir} has no site.yaml: pass the site folder "
-            "(check it first with 'orthofed check')"
+            "(write one with 'orthofed data init SITE', check it with 'orthofed data check SITE')"
         )
     pairs = [_toml_literal("site-dir", str(options.site_dir.resolve()))]
     if options.state_dir is not None:

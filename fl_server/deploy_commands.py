@@ -167,6 +167,8 @@ def register(
     insecure: bool = typer.Option(False, "--insecure", help="The SuperLink runs without TLS."),
 ) -> None:
     """Register sites' SuperNode public keys, so those sites (and only those) may join."""
+    for key in public_keys:  # every file checked before the SuperLink is asked
+        certs_mod.check_public_key(key)
     deploy_submit.write_connection(
         address=superlink_address, root_certificates=root_certificates, insecure=insecure
     )

@@ -25,3 +25,24 @@ def test_wrong_type_rejected():
 def test_preprocess_key_tracks_values():
     assert PreprocessConfig().key() == PreprocessConfig().key()
     assert PreprocessConfig(size=64).key() != PreprocessConfig().key()
+
+
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [
+        ("preprocess.size=[1,2", "override 'preprocess.size=[1,2': value is not valid YAML"),
+        ("preprocess.size", "override 'preprocess.size' must look like key=value"),
+    ],
+)
+def test_a_malformed_override_is_named_in_one_line(override, says):
+    with pytest.raises(ValueError) as caught:
+        load_config(DataConfig, overrides=[override])
+    assert str(caught.value).startswith(says) and "\n" not in str(caught.value)
+
+
+def test_a_malformed_yaml_file_is_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("preprocess:\n  size: [1,\n")
+    with pytest.raises(ValueError, match="bad.yaml: cannot read configuration") as caught:
+        load_config(DataConfig, path=path)
+    assert "\n" not in str(caught.value)

@@ -88,3 +88,12 @@ def test_certs_with_a_site_listed_twice_writes_nothing(tmp_path):
     assert "--sites lists a more than once" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_register_names_a_file_that_is_not_a_public_key(tmp_path):
+    junk = tmp_path / "knee-a.pub"
+    junk.write_text("ssh-rsa not-a-key\n")
+    args = ["register", "--superlink", "127.0.0.1:9", "--insecure", str(junk)]
+    result = CliRunner().invoke(build_full_app(), args)
+    assert result.exit_code == 2, result.output
+    assert f"{junk}: not an OpenSSH elliptic-curve public key" in " ".join(result.output.split())
