@@ -106,12 +106,14 @@ def epsilon_of(history: Iterable[Entry], *, accountant: str, delta: float) -> fl
     """Epsilon at `delta` of a composed history (0.0 for no history), via Opacus."""
     from opacus.accountants import create_accountant
 
+    from core.federation.accounting import epsilon_at  # imports Opacus, as the line above
+
     entries = [(float(s), float(q), int(n)) for s, q, n in history]
     if not entries:
         return 0.0
     counter = create_accountant(accountant)
     counter.history = entries
-    return float(counter.get_epsilon(delta=delta))
+    return epsilon_at(counter, delta=delta)
 
 
 def merge_history(history: Iterable[Entry]) -> list[Entry]:
