@@ -25,6 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.views import LABELS
+
+# Modules that pull torch/MONAI are imported inside the functions: `--help` stays fast.
+
 
 def _parse_taps(text: str) -> list[dict]:
     """ "10:down.0+10:up.0" -> [{"timestep": 10, "block": "down.0"}, ...]."""
@@ -60,7 +64,6 @@ def _score(model, cases) -> float | None:
 
     from core.eval.metrics import mean_defined, roc_auc_per_label
     from core.models.encode import encode_cases
-    from core.views import LABELS
 
     model.eval()
     with torch.no_grad():

@@ -45,6 +45,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from core.demo import make_sites  # noqa: E402
+from core.views import VIEWS  # noqa: E402
+
+# Modules that pull torch/MONAI are imported inside the functions: `--help` stays fast.
+
 EXPERIMENT = REPO / "configs" / "experiments" / "demo.yaml"
 CALIBRATION_VIEWS = 3
 
@@ -55,8 +60,6 @@ def demo_sites(sites_dir: Path) -> list[Path]:
 
     folders = [sites_dir / Path(entry).name for entry in load_experiment(EXPERIMENT).sites]
     if not all((folder / "site.yaml").is_file() for folder in folders):
-        from core.demo import make_sites
-
         print(f"generating the demo sites in {sites_dir} (as `make demo` does)", flush=True)
         sites_dir.mkdir(parents=True, exist_ok=True)
         if make_sites(sites_dir) != 0:
@@ -95,7 +98,6 @@ def calibrate(experiment, *, model_config, min_site_seconds: float) -> dict:
 
     from core.config import PretrainRunConfig
     from core.train.pretrain import Pretrainer, input_shape
-    from core.views import VIEWS
 
     train = experiment.pretrain.train
     rng = np.random.default_rng(0)

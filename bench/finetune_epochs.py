@@ -20,6 +20,8 @@ import json
 import time
 from pathlib import Path
 
+# Modules that pull torch/MONAI are imported inside the functions: `--help` stays fast.
+
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -20,10 +20,17 @@ import argparse
 import hashlib
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from core.config import LrSchedule, PretrainConfig, PretrainRunConfig, load_config
+from core.data.manifest import load_site
+from core.views import View
+
+# Modules that pull MONAI are imported inside the functions: `--help` stays fast.
 
 # Timesteps at which validation loss is measured: small t (what the feature taps read)
 # through large t (what the denoiser spends most of its capacity on).
@@ -55,9 +62,6 @@ def validation_loss(unet, scheduler, volumes: list[np.ndarray], *, seed: int = 1
 
 
 def _run(schedule: str, *, model, base_train, view, train_vols, val_vols, args) -> dict:
-    from dataclasses import replace
-
-    from core.config import LrSchedule, PretrainRunConfig
     from core.train.pretrain import Pretrainer
 
     lr, kind, warmup = schedule.split(":")
@@ -110,11 +114,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from core.config import PretrainConfig, load_config
     from core.data.cache import load_site_tensors
-    from core.data.manifest import load_site
     from core.models.presets import CONFIGS_DIR, load_model_config, preprocess_for
-    from core.views import View
 
     model = load_model_config(
         args.preset, overrides=[o.removeprefix("model.") for o in args.overrides]

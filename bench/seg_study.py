@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from feature_study import _folds, _summary  # bench/ is on sys.path when run as a script
 
+# Modules that pull torch/MONAI are imported inside the functions: `--help` stays fast.
+
 BONES = ("femur", "tibia", "patella")
 METHODS = ("ssl", "random", "unet")
 

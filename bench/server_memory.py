@@ -29,6 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+# Imports stay inside the functions: what each measured process loads is part of its RSS.
+
 
 def build_global_state(preset: str, path: Path) -> int:
     """The preset's global model (every joint) saved to `path`; returns its bytes."""

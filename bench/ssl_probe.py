@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+# Modules that pull torch/MONAI are imported inside the functions: `--help` stays fast.
+
 
 def _log_curve(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     curve: dict[str, list[tuple[int, float]]] = {}

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-import torch
-
 
 class Device(StrEnum):
     """`train.device` values (config files use these names)."""
@@ -34,6 +32,9 @@ class Device(StrEnum):
 
 def resolve_device(setting: Device | str, *, key: str = "train") -> str:
     """`cpu` or `cuda` for a `train.device` setting on this machine."""
+    import torch  # here, not at the top: core.config imports this module, and
+
+    # a CLI start-up (`orthofed --help`) must not pay for torch
     chosen = Device(setting)
     available = torch.cuda.is_available()
     if chosen is Device.auto:

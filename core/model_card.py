@@ -28,6 +28,7 @@ from typing import Any
 
 from core.atomic import write_json_atomic
 from core.eval.thresholds import DEFAULT_THRESHOLD
+from core.federation.rundir import Phase
 from core.views import LABELS, parse_joint
 
 THRESHOLDS_KEY = "thresholds"
@@ -125,7 +126,7 @@ def federated_training(history: list[dict[str, Any]]) -> dict[str, Any]:
             entry["examples"] = int(info.get("examples", 0))  # the latest round's count
         for scope, values in (record.get("epsilon") or {}).items():
             epsilon.setdefault(scope, {}).update(values)
-        if phase == "evaluate" and record.get("metrics"):
+        if phase == Phase.EVALUATE and record.get("metrics"):
             evaluation = {
                 site: {k: v for k, v in m.items() if k in _HEADLINE}
                 for site, m in record["metrics"].items()

@@ -27,8 +27,6 @@ from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 
-import torch
-
 # x86 AVX-512 BF16 and AMX tiles; `bf16` is Arm's FEAT_BF16 in /proc/cpuinfo "Features".
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 CPUINFO = Path("/proc/cpuinfo")
@@ -57,6 +55,9 @@ def cpu_flags(cpuinfo: Path = CPUINFO) -> list[str]:
 
 def bf16_is_fast(*, device: str = "cpu", flags: list[str] | None = None) -> bool:
     """Whether `device` has native bf16 units (so autocast to bf16 speeds training up)."""
+    import torch  # here, not at the top: core.config imports this module, and
+
+    # a CLI start-up (`orthofed --help`) must not pay for torch
     if device.startswith("cuda"):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     present = cpu_flags() if flags is None else flags
@@ -71,6 +72,9 @@ BF16_GRAD_TOLERANCE = 0.05
 def bf16_conv3d_grads_agree(shapes: Iterable[tuple[int, int]], *, device: str = "cpu") -> bool:
     """Whether bf16 autocast gives Conv3d weight gradients that agree with fp32 for feature
     maps of each (depth, channels) in `shapes` (8 x 8 in-plane, batch 2, seeded inputs)."""
+    import torch  # here, not at the top: core.config imports this module, and
+
+    # a CLI start-up (`orthofed --help`) must not pay for torch
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         for depth, channels in sorted(set(shapes)):
@@ -125,6 +129,9 @@ def refuse_bf16_with_dp(setting: Precision | str, *, key: str = "train") -> None
 
 def autocast(precision: Precision | str, *, device: str = "cpu"):
     """bf16 autocast when `precision` resolves to bf16 (a resolved value is used as is)."""
+    import torch  # here, not at the top: core.config imports this module, and
+
+    # a CLI start-up (`orthofed --help`) must not pay for torch
     if resolve_precision(precision, device=device) is Precision.bf16:
         return torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
     return contextlib.nullcontext()

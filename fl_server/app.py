@@ -19,6 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 from rich.console import Console
 
 from core.federation.experiment import ExperimentConfig
+from core.federation.rundir import Phase
 from core.tracking import log_history_record
 from fl_server.console import final_table, print_round
 from fl_server.cross_site import run_local_only_round
@@ -69,14 +70,14 @@ def make_server_app(settings: ServerSettings) -> ServerApp:
     return server
 
 
-def round_plan(experiment: ExperimentConfig) -> list[tuple[str, int]]:
+def round_plan(experiment: ExperimentConfig) -> list[tuple[Phase, int]]:
     """(phase, round within phase) for every round of the federation, in order."""
-    plan = [("pretrain", r) for r in range(1, experiment.pretrain.rounds + 1)]
-    plan += [("finetune", r) for r in range(1, experiment.finetune.rounds + 1)]
+    plan = [(Phase.PRETRAIN, r) for r in range(1, experiment.pretrain.rounds + 1)]
+    plan += [(Phase.FINETUNE, r) for r in range(1, experiment.finetune.rounds + 1)]
     if experiment.evaluate.enabled and experiment.evaluate.cross_site:
-        plan.append(("local-only", 1))  # core.train.site_task.LOCAL_ONLY
+        plan.append((Phase.LOCAL_ONLY, 1))
     if experiment.evaluate.enabled:
-        plan.append(("evaluate", 1))
+        plan.append((Phase.EVALUATE, 1))
     return plan
 
 
@@ -88,9 +89,9 @@ def run_rounds(fed: Federation) -> None:
             if index <= fed.start_index:
                 continue
             started = time.monotonic()
-            if phase == "evaluate":
+            if phase == Phase.EVALUATE:
                 record = run_evaluate_round(fed, round_=round_, index=index)
-            elif phase == "local-only":
+            elif phase == Phase.LOCAL_ONLY:
                 record = run_local_only_round(fed, round_=round_, index=index)
             else:
                 record = run_train_round(fed, phase=phase, round_=round_, index=index)

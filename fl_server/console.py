@@ -7,16 +7,18 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from core.federation.rundir import Phase
+
 
 def _summary(record: dict[str, Any]) -> str:
     metrics = record.get("metrics", {})
-    if record["phase"] == "pretrain":
+    if record["phase"] == Phase.PRETRAIN:
         losses = [v for m in metrics.values() for k, v in m.items() if k.startswith("loss/")]
         return f"mean diffusion loss {sum(losses) / len(losses):.4f}" if losses else ""
-    if record["phase"] == "finetune":
+    if record["phase"] == Phase.FINETUNE:
         losses = [m["loss"] for m in metrics.values() if "loss" in m]
         return f"mean task loss {sum(losses) / len(losses):.4f}" if losses else ""
-    if record["phase"] == "local-only":
+    if record["phase"] == Phase.LOCAL_ONLY:
         return f"local-only models kept for {len(metrics)} site(s)"
     weighted = record.get("weighted", {})
     parts = [f"{k} {weighted[k]:.3f}" for k in ("macro_auc", "mean_dice") if k in weighted]

@@ -20,7 +20,7 @@ from core.config import to_dict
 from core.federation.experiment import load_experiment
 from core.federation.model_state import initial_global_state, model_config_for, round_manifest
 from core.federation.run_record import check_run, read_record, resolved_config, write_record
-from core.federation.rundir import RunDir
+from core.federation.rundir import TRAINING_PHASES, Phase, RunDir
 from core.tracking import TENSORBOARD_DIR, log_history_record, open_tracker
 from fl_client import records
 
@@ -90,7 +90,7 @@ class Federation:
 
     def instruction(self, *, phase: str, round_: int, index: int) -> RecordDict:
         plan = getattr(self.experiment, phase, None)
-        train = to_dict(plan.train) if phase in ("pretrain", "finetune") else {}
+        train = to_dict(plan.train) if phase in TRAINING_PHASES else {}
         params = {
             "model": json.dumps(to_dict(self.model_config)),
             "train": json.dumps(train),
@@ -108,7 +108,7 @@ class Federation:
         )
 
     def _arrays_for(self, phase: str) -> dict[str, np.ndarray]:
-        if phase == "pretrain":  # heads are not trained or needed while pretraining
+        if phase == Phase.PRETRAIN:  # heads are not trained or needed while pretraining
             return {k: v for k, v in self.state.items() if k.startswith("backbone.")}
         return self.state
 

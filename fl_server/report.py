@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from core.atomic import write_json_atomic
-from core.federation.rundir import RunDir
+from core.federation.rundir import Phase, RunDir
 
 
 def write_final_metrics(run: RunDir) -> dict:
     history = run.read_history()
-    evaluation = [r for r in history if r.get("phase") == "evaluate"]
+    evaluation = [r for r in history if r.get("phase") == Phase.EVALUATE]
     last = evaluation[-1] if evaluation else {}
     summary = {
         "rounds": len(history),

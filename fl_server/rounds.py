@@ -9,6 +9,7 @@ import numpy as np
 from flwr.app import MessageType
 
 from core.federation.accounting import carry_privacy
+from core.federation.rundir import Phase
 from core.federation.spool import UpdateSpool
 from fl_client import records
 from fl_server.cross_site import evaluate_contents, finish_cross_site
@@ -116,7 +117,7 @@ def _last_privacy(fed: Federation) -> dict | None:
 def run_evaluate_round(fed: Federation, *, round_: int, index: int) -> dict[str, Any]:
     plan = fed.experiment.evaluate
     chosen, _ = select_sites(fed, index=index, fraction=1.0, min_sites=plan.min_sites)
-    content = fed.instruction(phase="evaluate", round_=round_, index=index)
+    content = fed.instruction(phase=Phase.EVALUATE, round_=round_, index=index)
     per_node = None
     if plan.cross_site:
         per_node = evaluate_contents(fed, base=content, chosen=chosen)
@@ -140,7 +141,7 @@ def run_evaluate_round(fed: Federation, *, round_: int, index: int) -> dict[str,
         bytes_up += records.record_bytes(reply.content)
         metrics[parsed["site_id"] or site] = dict(parsed["metrics"])
     answered = {r.metadata.src_node_id for r in replies}
-    record = base_record(fed, phase="evaluate", round_=round_, index=index, chosen=chosen)
+    record = base_record(fed, phase=Phase.EVALUATE, round_=round_, index=index, chosen=chosen)
     record.update(
         {
             "groups": {},

@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    # torch/MONAI load after argument parsing: `python -m reproduce --help` stays fast
     from reproduce.config import load_reproduce_config
     from reproduce.runner import run
 

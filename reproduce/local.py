@@ -11,6 +11,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from core.config import FinetuneRunConfig, PretrainRunConfig
+from core.models.loading import model_from_checkpoint
+from core.models.predict import evaluate
+from core.models.presets import load_model_config, load_run_config, preprocess_for
+from core.train.loops import run_finetuning, run_pretraining
 from reproduce.config import ModelSpec
 
 KEPT_METRICS = (
@@ -30,8 +35,6 @@ def model_overrides(model: ModelSpec) -> list[str]:
 
 
 def model_config(model: ModelSpec):
-    from core.models.presets import load_model_config
-
     return load_model_config(model.preset, overrides=list(model.overrides))
 
 
@@ -49,10 +52,6 @@ def pretrain(
     info: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Pretrain the view backbones on the non-held-out `cases` (steps=0: the random init)."""
-    from core.config import PretrainRunConfig
-    from core.models.presets import load_run_config, preprocess_for
-    from core.train.loops import run_pretraining
-
     config = load_run_config(
         PretrainRunConfig,
         preset=model.preset,
@@ -92,9 +91,6 @@ def slim(report: Mapping[str, Any]) -> dict[str, Any]:
 
 def evaluate_checkpoint(path: str | Path, *, joint: str, cases: Sequence) -> dict[str, Any]:
     """Metrics of the checkpoint's `joint` model on the held-out cases among `cases`."""
-    from core.models.loading import model_from_checkpoint
-    from core.models.predict import evaluate
-
     model, _ = model_from_checkpoint(path, joint=joint, require_heads=True)
     return slim(evaluate(model, cases))
 
@@ -111,10 +107,6 @@ def finetune(
     """Fine-tune `init` for `joint` on the non-held-out `cases`; `train` holds FinetuneConfig
     values (mode, epochs, lr, ...; what it leaves out is configs/train/finetune.yaml's).
     Returns the checkpoint and the number of training cases."""
-    from core.config import FinetuneRunConfig
-    from core.models.presets import load_run_config, preprocess_for
-    from core.train.loops import run_finetuning
-
     config = load_run_config(
         FinetuneRunConfig,
         preset=model.preset,

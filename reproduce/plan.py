@@ -27,6 +27,7 @@ from reproduce import federations, local, specs
 from reproduce.baseline_cells import detection_baseline_cells, segmentation_baseline_cells
 from reproduce.cells import Cell, CellCache
 from reproduce.config import KNEE, ReproduceConfig
+from reproduce.privacy import client_dp as dp_settings
 from reproduce.sites import SiteCases, counts
 
 
@@ -63,8 +64,6 @@ def _federation(ctx: Context, seed: int, epsilon: float | None) -> Cell:
     def run() -> dict[str, Any]:
         client_dp = None
         if epsilon is not None:
-            from reproduce.privacy import client_dp as dp_settings
-
             client_dp = dp_settings(
                 epsilon,
                 sites=[ctx.sites.cases(s) for s in ctx.knee_sites()],

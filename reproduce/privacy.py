@@ -19,6 +19,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from core.train.privacy import epsilon_of, merge_history, sample_rate
 from reproduce.config import FederationSpec, PrivacySpec
 
 GUARD = 1.01  # max_epsilon = GUARD x target
@@ -29,8 +30,7 @@ def site_history(
     cases: Sequence, *, sigma: float, fed: FederationSpec
 ) -> list[tuple[float, float, int]]:
     """The accountant entries one site will record over the whole federation."""
-    from core.train.dp_finetune import dp_steps
-    from core.train.privacy import merge_history, sample_rate
+    from core.train.dp_finetune import dp_steps  # Opacus: only when a history is built
 
     train = [c for c in cases if not c.heldout]
     per_view: dict[str, int] = {}
@@ -57,8 +57,6 @@ def bound(history: Sequence[tuple[float, float, int]], *, privacy: PrivacySpec) 
     """Epsilon of `history`: an RDP upper bound over integer orders (fast), or the exact
     count of the configured accountant when it is not RDP."""
     if privacy.accountant != "rdp":
-        from core.train.privacy import epsilon_of
-
         return epsilon_of(history, accountant=privacy.accountant, delta=privacy.delta)
     import warnings
 

@@ -18,9 +18,11 @@ from typing import Any, TextIO
 
 from core.atomic import write_bytes_atomic, write_json_atomic
 from core.config import to_dict
+from core.reporting.federation_report import write_federation_report
 from reproduce import plan, plots, specs, tables
 from reproduce.cells import CellCache, run_cells
 from reproduce.config import KNEE, ReproduceConfig, fingerprint
+from reproduce.local import model_config
 from reproduce.sites import SiteCases, ensure_site
 
 REUSE = (
@@ -84,8 +86,6 @@ def _seed_matrices(ctx: plan.Context, results: dict[str, Any]) -> None:
         run_dir = Path(fed["run_dir"])
         write_json_atomic(run_dir / "cross_site.json", matrix)
         try:
-            from core.reporting.federation_report import write_federation_report
-
             write_federation_report(run_dir)
         except Exception as err:  # noqa: BLE001 - the numbers are saved; the report is extra
             print(f"warning: could not refresh {run_dir}/report.html: {err}", file=sys.stderr)
@@ -150,8 +150,6 @@ def write_outputs(
 
 def run(*, config: ReproduceConfig, out: Path, command: str, stream: TextIO = sys.stdout) -> int:
     """Run (or resume) the whole reproduction; 0 when every cell has a result."""
-    from reproduce.local import model_config
-
     started = time.perf_counter()
     out = Path(out).resolve()  # cells record checkpoint paths: make them cwd-independent
     work = out / "reproduce"

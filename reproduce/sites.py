@@ -15,12 +15,15 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.data.cache import load_site_tensors
+from core.data.manifest import load_site, write_manifest
+from core.data.phantom.profiles import get_profile
+from core.data.phantom.site import generate_site
+from core.models.presets import preprocess_for
 from reproduce.config import PhantomConfig, SiteSpec
 
 
 def _profile(spec: SiteSpec, phantom: PhantomConfig):
-    from core.data.phantom.profiles import get_profile
-
     profile = get_profile(spec.profile, joint=spec.joint)
     changes = {
         k: getattr(phantom, k) for k in ("size", "slices", "supersample") if getattr(phantom, k) > 0
@@ -39,9 +42,6 @@ def _matches(folder: Path, *, spec: SiteSpec, phantom: PhantomConfig) -> bool:
 
 def ensure_site(root: Path, *, spec: SiteSpec, phantom: PhantomConfig) -> Path:
     """The site folder `root/<profile>`, generated unless an identical one is there."""
-    from core.data.manifest import load_site, write_manifest
-    from core.data.phantom.site import generate_site
-
     folder = root / spec.profile
     if (folder / "phantom.json").is_file():
         if not _matches(folder, spec=spec, phantom=phantom):
@@ -77,16 +77,10 @@ class SiteCases:
         self._loaded: dict[str, list] = {}
 
     def joint(self, name: str) -> str:
-        from core.data.manifest import load_site
-
         return load_site(self.folders[name]).joint.value
 
     def cases(self, name: str) -> list:
         if name not in self._loaded:
-            from core.data.cache import load_site_tensors
-            from core.data.manifest import load_site
-            from core.models.presets import preprocess_for
-
             self._loaded[name] = load_site_tensors(
                 load_site(self.folders[name]), preprocess=preprocess_for(self.model_config)
             )

@@ -10,6 +10,9 @@ from rich.console import Console
 
 from core.commands.common import fail, user_errors
 from core.config import DataConfig, PreprocessConfig
+from core.views import parse_joint
+
+# core.data.* pulls torch/MONAI: imported inside the commands, `orthofed --help` must not.
 
 data_app = typer.Typer(
     help="Check a site's MRI exports, write its manifest, and build its preprocessing cache.",
@@ -63,7 +66,6 @@ def init(
 ) -> None:
     """Write site.yaml for a folder of cases (the only command that writes into the site)."""
     from core.data.manifest import MANIFEST_NAME, Site, SiteManifest, load_site, write_manifest
-    from core.views import parse_joint
 
     if not site_dir.is_dir():
         fail(f"{site_dir}: not a folder")

@@ -6,13 +6,25 @@ Extra `key=value` arguments override the run config, e.g. `train.lr=1e-3` or
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
+from core.atomic import write_json_atomic
 from core.commands.common import user_errors
+from core.model_card import (
+    card_text,
+    model_card,
+    record_evaluation,
+    record_thresholds,
+    threshold_source,
+    thresholds_entry,
+)
 from core.paths import check_out_folder
-from core.tracking import Tracking
+from core.tracking import Tracking, require_tracking
+
+# Modules that pull torch/MONAI are imported inside the commands: `orthofed --help` must not.
 
 SITE_HELP = "The site folder (or its site.yaml)."
 OVERRIDES_HELP = "Config overrides as key=value (e.g. train.lr=1e-3, train.batch_size=2)."
@@ -60,7 +72,6 @@ def pretrain(
     from core.config import PretrainRunConfig
     from core.device import resolve_device
     from core.models.presets import load_run_config
-    from core.tracking import require_tracking
     from core.train.loops import check_pretrain_out, run_pretraining
     from core.train.pretrain import check_pretrain_config
 
@@ -112,7 +123,6 @@ def finetune(
     from core.checkpoint import load_checkpoint
     from core.config import to_dict
     from core.models.loading import checked_model_config
-    from core.tracking import require_tracking
     from core.train.finetune import check_finetune_config
     from core.train.loops import check_finetune_out, run_finetuning
 
@@ -185,7 +195,6 @@ def evaluate(
 ) -> None:
     """Evaluate a checkpoint on the site's held-out split; writes OUT/metrics.json and
     OUT/report.html (thresholds are chosen on the site's labeled training cases)."""
-    from core.atomic import write_json_atomic
     from core.data.manifest import load_site
     from core.models.loading import model_from_checkpoint
     from core.models.predict import evaluate_cases
@@ -209,12 +218,6 @@ def _record_in_card(checkpoint: Path, *, report: dict, site_id: str) -> None:
     """Keep the thresholds this evaluation chose (training cases only) and its headline
     metrics in the checkpoint's manifest, for `orthofed predict` and `orthofed info`."""
     from core.checkpoint import manifest_path
-    from core.model_card import (
-        record_evaluation,
-        record_thresholds,
-        threshold_source,
-        thresholds_entry,
-    )
 
     manifest = manifest_path(checkpoint)
     entry = thresholds_entry(
@@ -237,9 +240,6 @@ def info(
     """The model card of a checkpoint: preset and preprocessing, joints and labels, how it
     was trained (local or federated: sites, examples per group, rounds, steps), epsilon per
     site if DP was on, recorded held-out metrics and decision thresholds."""
-    import json
-
-    from core.model_card import card_text, model_card
     from core.models.loading import checked_manifest
 
     card = model_card(checked_manifest(checkpoint))  # never vouches for damaged weights

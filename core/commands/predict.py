@@ -8,6 +8,8 @@ import typer
 
 from core.commands.common import user_errors
 
+# core.inference.* pulls torch/MONAI: imported inside the command, `orthofed --help` must not.
+
 PREDICT_HELP = (
     "Predict findings (and, for the knee, segment structures) on new exams with a checkpoint.\n\n"
     "A STUDY is a folder holding one exam's series: DICOM in any folder layout or NIfTI, "

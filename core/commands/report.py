@@ -30,6 +30,7 @@ def report(
     ),
 ) -> None:
     """Write a federation run's report: one self-contained HTML file."""
+    # matplotlib: imported here so that `orthofed --help` does not load it
     from core.reporting.federation_report import REPORT, write_federation_report
 
     if out is not None:

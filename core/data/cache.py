@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.atomic import write_json_atomic
 from core.config import DataConfig, PreprocessConfig
 from core.data.labels import read_labels
 from core.data.manifest import Site
@@ -90,9 +91,7 @@ def _read_index(root: Path) -> dict:
 
 
 def _write_index(root: Path, index: dict) -> None:
-    tmp = root / f".{INDEX_NAME}.tmp"
-    tmp.write_text(json.dumps(index, indent=1, sort_keys=True))
-    os.replace(tmp, root / INDEX_NAME)
+    write_json_atomic(root / INDEX_NAME, index, sort_keys=True)
 
 
 def _prepare_case(

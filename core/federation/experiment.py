@@ -13,6 +13,7 @@ from pathlib import Path
 from core.config import FinetuneConfig, LrSchedule, PretrainConfig, check_ranges, load_config
 from core.device import refuse_cuda_with_dp
 from core.federation.config import AggregationConfig, ServerDPConfig
+from core.federation.rundir import TRAINING_PHASES, Phase
 from core.precision import refuse_bf16_with_dp
 from core.tracking import Tracking
 from core.train.finetune import check_finetune_config
@@ -88,7 +89,7 @@ class ExperimentConfig:
         self.joints = [parse_joint(j).value for j in self.joints]
         if not self.joints:
             raise ValueError("experiment.joints: list at least one joint (knee, ankle, shoulder)")
-        for name in ("pretrain", "finetune"):
+        for name in TRAINING_PHASES:
             check_phase_plan(getattr(self, name), key=name)
         check_evaluate_phase(self.evaluate)
         check_pretrain_config(self.pretrain.train, key="pretrain.train")
@@ -99,7 +100,7 @@ class ExperimentConfig:
             # the cosine spans the whole federation, not each round's local steps
             train.lr_decay_steps = max(1, self.pretrain.rounds * train.steps)
         dp = self.client_dp
-        private_finetune = dp.enabled and "finetune" in dp.phases and self.finetune.rounds > 0
+        private_finetune = dp.enabled and Phase.FINETUNE in dp.phases and self.finetune.rounds > 0
         if private_finetune and self.finetune.train.mode != "linear":
             raise ValueError(
                 f"finetune.train.mode={self.finetune.train.mode!r}: client DP fine-tuning supports "
@@ -112,10 +113,10 @@ class ExperimentConfig:
             )
         if self.evaluate.cross_site and not self.evaluate.enabled:
             raise ValueError("evaluate.cross_site needs evaluate.enabled=true")
-        for name in ("pretrain", "finetune"):
+        for name in TRAINING_PHASES:
             if dp.enabled and name in dp.phases:
                 refuse_bf16_with_dp(getattr(self, name).train.precision, key=f"{name}.train")
-        if dp.enabled and "pretrain" in dp.phases:
+        if dp.enabled and Phase.PRETRAIN in dp.phases:
             refuse_cuda_with_dp(self.pretrain.train.device, key="pretrain.train")
 
 
@@ -174,7 +175,7 @@ def check_site_list(experiment: ExperimentConfig) -> None:
         seen[folder] = entry
     if not sites:
         return
-    plans = [(name, getattr(experiment, name)) for name in ("pretrain", "finetune")]
+    plans = [(name, getattr(experiment, name)) for name in TRAINING_PHASES]
     needs = [
         (f"{name}.{field_}", getattr(plan, field_))
         for name, plan in plans

@@ -7,14 +7,17 @@ On resume, history lines and checkpoints after the latest completed round are dr
 temp files of interrupted writes removed), so a kill at any moment (mid-round or
 mid-checkpoint) leaves a consistent run to continue. A write that fails (a full disk: an
 OSError naming the file) undoes the round's files before it propagates; the previous round
-stays the latest.
+stays the latest. `Phase` names a round's phase, in these files and in the sites'
+instructions.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +36,37 @@ LATEST = "latest.json"
 HISTORY = "history.jsonl"
 
 
+class Phase(StrEnum):
+    """A round's phase: the `phase` of history.jsonl records and of the sites' instructions
+    (the values are that external contract: never change them)."""
+
+    PRETRAIN = "pretrain"
+    FINETUNE = "finetune"
+    EVALUATE = "evaluate"
+    LOCAL_ONLY = "local-only"  # each site trains its local-only model (cross-site matrix)
+
+
+TRAINING_PHASES: tuple[Phase, ...] = (Phase.PRETRAIN, Phase.FINETUNE)  # experiment sections
+
+
+def parse_phase(value: object, *, choices: Iterable[Phase] = tuple(Phase)) -> Phase:
+    """Return the Phase named by `value` (exactly, as on the wire) if it is one of `choices`,
+    or raise a ValueError naming the value and the choices."""
+    allowed = tuple(choices)
+    try:
+        phase: Phase | None = Phase(value)
+    except ValueError:
+        phase = None
+    if phase is None or phase not in allowed:
+        names = ", ".join(p.value for p in allowed)
+        raise ValueError(f"unknown phase {value!r}: choose one of {names}")
+    return phase
+
+
 @dataclass(frozen=True)
 class ResumePoint:
     index: int  # global round index (1-based, across phases)
-    phase: str
+    phase: Phase
     round: int  # round within its phase
     state: dict[str, np.ndarray]
     server_state: dict[str, Any]
@@ -141,13 +171,14 @@ class RunDir:
             self._truncate_after(0)
             return None
         index = int(latest["index"])
+        phase = parse_phase(latest["phase"])
         weights = self.root / latest["checkpoint"]
         manifest = json.loads(weights.with_suffix(".json").read_text())
         state = load_arrays(weights, order=manifest["keys"])
         self._truncate_after(index)
         return ResumePoint(
             index=index,
-            phase=str(latest["phase"]),
+            phase=phase,
             round=int(latest["round"]),
             state=state,
             server_state=latest.get("server_state", {}),

@@ -9,12 +9,12 @@ the series' RAS affine; for a NIfTI series on that file's own voxel grid and aff
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from core.atomic import write_json_atomic
 from core.data.volume import Volume, lps_ras_flip
 from core.inference.geometry import nifti_layout, resample_nearest
 from core.views import VIEWS, Joint, View
@@ -54,7 +54,7 @@ def prediction_payload(
 
 def write_prediction(out_dir: Path, payload: dict) -> Path:
     path = Path(out_dir) / PREDICTION_NAME
-    path.write_text(json.dumps(payload, indent=1) + "\n")
+    write_json_atomic(path, payload)
     return path
 
 

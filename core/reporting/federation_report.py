@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from core.atomic import write_bytes_atomic
+from core.federation.rundir import Phase
 from core.reporting import federation_plots as plots
 from core.reporting.federation_run import (
     PHASES,
@@ -107,7 +108,7 @@ def _seconds(values) -> str:
 
 
 def _pretrain(run: FederationRun, colors: dict[str, str]) -> str:
-    records = run.rounds("pretrain")
+    records = run.rounds(Phase.PRETRAIN)
     if not records:
         return ""
     panels = {f"{view} view": series for view, series in view_losses(records).items()}
@@ -140,7 +141,7 @@ def _pretrain(run: FederationRun, colors: dict[str, str]) -> str:
 
 
 def _finetune(run: FederationRun, colors: dict[str, str]) -> str:
-    records = run.rounds("finetune")
+    records = run.rounds(Phase.FINETUNE)
     if not records:
         return ""
     series = metric_series(records, "loss")

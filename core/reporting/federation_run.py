@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.federation.rundir import LATEST, RunDir
+from core.federation.rundir import LATEST, Phase, RunDir
 
 CROSS_SITE = "cross_site.json"
 SUMMARY = "metrics.json"
-PHASES = ("pretrain", "finetune", "evaluate")
+PHASES = (Phase.PRETRAIN, Phase.FINETUNE, Phase.EVALUATE)
 
 SiteSeries = dict[str, list[tuple[float, float]]]  # site -> [(x, y)]
 

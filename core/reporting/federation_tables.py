@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.federation.rundir import Phase
 from core.reporting import federation_plots as plots
 from core.reporting.federation_run import FederationRun, number, round_label, short_group
 from core.reporting.html import figure_block, paragraph, section, table
@@ -16,7 +17,7 @@ PARTICIPATION_COLUMNS = 40  # most recent rounds shown in the participation grid
 
 
 def evaluation_section(run: FederationRun, colors: dict[str, str]) -> str:
-    records = run.rounds("evaluate")
+    records = run.rounds(Phase.EVALUATE)
     if not records:
         return section(
             "Task metrics",
@@ -128,9 +129,9 @@ def _cell(record: dict[str, Any], site: str) -> str:
     sent = [
         short_group(g) for g, v in record.get("groups", {}).items() if site in v.get("sites", [])
     ]
-    if record.get("phase") == "evaluate" and site in record.get("metrics", {}):
+    if record.get("phase") == Phase.EVALUATE and site in record.get("metrics", {}):
         sent.append("eval")
-    if record.get("phase") == "local-only" and site in record.get("metrics", {}):
+    if record.get("phase") == Phase.LOCAL_ONLY and site in record.get("metrics", {}):
         sent.append("local model")
     sent += [
         f"✗ {short_group(str(r.get('group', '*')))}"

@@ -7,6 +7,7 @@ points per view, on a log scale where a plateau is easy to see.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -42,9 +43,7 @@ def write_loss_plot(log_path: Path, out_path: Path, *, window: int = 10) -> Path
     curves = read_loss_log(log_path) if log_path.is_file() else {}
     if not any(curves.values()):
         return None
-    import io
-
-    from core.reporting.federation_plots import plt
+    from core.reporting.federation_plots import plt  # matplotlib: only when a figure is drawn
 
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for view, points in curves.items():

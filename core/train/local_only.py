@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from core.config import FinetuneConfig, ModelConfig, PretrainConfig, load_config, to_dict
+from core.federation.rundir import Phase
 from core.train.site_round import LocalResult, finetune_round, pretrain_round
 
 LOCAL_STATE_DIR = "local-only"
@@ -73,10 +74,10 @@ def local_only_round(
     state = dict(initial_arrays)
     examples: dict[str, int] = {}
     metrics: dict[str, float] = {}
-    rounds = [("pretrain", r) for r in range(plan.pretrain_rounds)]
-    rounds += [("finetune", r) for r in range(plan.finetune_rounds)]
+    rounds = [(Phase.PRETRAIN, r) for r in range(plan.pretrain_rounds)]
+    rounds += [(Phase.FINETUNE, r) for r in range(plan.finetune_rounds)]
     for index, (phase, _) in enumerate(rounds, start=1):
-        step = pretrain_round if phase == "pretrain" else finetune_round
+        step = pretrain_round if phase is Phase.PRETRAIN else finetune_round
         result = step(
             site=site,
             site_id=site_id,
@@ -85,10 +86,10 @@ def local_only_round(
             seed=seed,
             model_config=model_config,
             global_arrays=state,
-            train=plan.pretrain if phase == "pretrain" else plan.finetune,
+            train=plan.pretrain if phase is Phase.PRETRAIN else plan.finetune,
         )
         state.update(result.arrays)
         examples.update(result.examples)
-        metrics.update({f"{phase}/{k}": v for k, v in result.metrics.items()})
+        metrics.update({f"{phase.value}/{k}": v for k, v in result.metrics.items()})
     trained = {k: v for k, v in state.items() if any(k.startswith(g + ".") for g in examples)}
     return LocalResult(site_id=site_id, arrays=trained, examples=examples, metrics=metrics)

@@ -91,7 +91,7 @@ def _positive(name: str, value: float, *, hint: str) -> None:
 
 def parse_client_dp(text: str | None) -> ClientDPConfig:
     """The experiment's client DP settings from their JSON form (empty: DP off)."""
-    from core.config import load_config
+    from core.config import load_config  # core.config pulls torch; this module stays torch-free
 
     if not text:
         return ClientDPConfig()

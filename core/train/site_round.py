@@ -20,6 +20,7 @@ from core.config import FinetuneConfig, ModelConfig, PretrainConfig, PretrainRun
 from core.data.cache import feature_root, load_site_tensors
 from core.device import Device
 from core.federation.groups import group_of
+from core.federation.rundir import Phase
 from core.models.presets import preprocess_for
 from core.models.registry import build_model
 from core.train.finetune import finetune
@@ -99,7 +100,7 @@ def pretrain_round(
 
     volumes = training_volumes(site_cases(site, model_config), config=model_config)
     run_seed = derived_seed(seed, index, site_id)
-    dp_round = client_dp is not None and client_dp.enabled and "pretrain" in client_dp.phases
+    dp_round = client_dp is not None and client_dp.enabled and Phase.PRETRAIN in client_dp.phases
     device = Device.cpu if dp_round else train.device  # DP steps run on the CPU (core/device.py)
     config = PretrainRunConfig(
         model=model_config, train=replace(train, seed=run_seed, device=device)
@@ -115,7 +116,7 @@ def pretrain_round(
         for v in trainer.trained_views
     ]
     if dp_round:
-        from core.train.dp_pretrain import pretrain_privately
+        from core.train.dp_pretrain import pretrain_privately  # Opacus: only for a DP round
 
         private = pretrain_privately(
             trainer,
@@ -186,8 +187,8 @@ def finetune_round(
     )
     config = replace(train, seed=derived_seed(seed, index, site_id))
     subset_seed = derived_seed(seed, "label-subset", site_id)  # the same subset every round
-    if client_dp is not None and client_dp.enabled and "finetune" in client_dp.phases:
-        from core.train.dp_finetune import finetune_privately
+    if client_dp is not None and client_dp.enabled and Phase.FINETUNE in client_dp.phases:
+        from core.train.dp_finetune import finetune_privately  # Opacus: only for a DP round
 
         private, result = finetune_privately(
             model,

@@ -14,6 +14,7 @@ import numpy as np
 from core.config import FinetuneConfig, ModelConfig, PretrainConfig, load_config
 from core.data.manifest import load_site
 from core.eval.shared_metrics import flatten_metrics, shared_evaluation
+from core.federation.rundir import Phase, parse_phase
 from core.models.predict import evaluate
 from core.train.local_only import LocalOnlyPlan, local_only_round
 from core.train.privacy import parse_client_dp
@@ -26,7 +27,7 @@ from core.train.site_round import (
     site_cases,
 )
 
-LOCAL_ONLY = "local-only"  # the phase that trains a site's local-only model (cross-site)
+LOCAL_ONLY = Phase.LOCAL_ONLY  # the phase that trains a site's local-only model (cross-site)
 
 
 def site_info(*, site_dir: Path, site_id: str = "") -> dict[str, Any]:
@@ -59,15 +60,16 @@ def train_round(
     """Dispatch one training round of `phase` at this site (`client_dp_json`: the
     experiment's `client_dp` settings as JSON; empty = no sample-level DP; `run_key`: the
     federation run's key, under which state between pretraining rounds is kept)."""
-    if phase == "pretrain" or run_key:
+    phase = parse_phase(phase, choices=(Phase.PRETRAIN, Phase.FINETUNE, LOCAL_ONLY))
+    if phase is Phase.PRETRAIN or run_key:
         run_state_dir(state_dir, run_key)  # refuse a missing or unsafe key before any work
     client_dp = parse_client_dp(client_dp_json)
     site = load_site(site_dir)
     sid = site_id or site.site_id
     model_config = load_config(ModelConfig, data=model_json)
     rounds = {
-        "pretrain": (pretrain_round, PretrainConfig),
-        "finetune": (finetune_round, FinetuneConfig),
+        Phase.PRETRAIN: (pretrain_round, PretrainConfig),
+        Phase.FINETUNE: (finetune_round, FinetuneConfig),
     }
     if phase in rounds:
         run_round, schema = rounds[phase]
@@ -83,17 +85,15 @@ def train_round(
             client_dp=client_dp,
             run_key=run_key,
         )
-    if phase == LOCAL_ONLY:
-        return local_only_round(
-            site=site,
-            site_id=sid,
-            state_dir=state_dir,
-            seed=seed,
-            model_config=model_config,
-            plan=LocalOnlyPlan.from_json(train_json),
-            initial_arrays=global_arrays,
-        )
-    raise ValueError(f"unknown phase {phase!r}: expected pretrain, finetune or {LOCAL_ONLY}")
+    return local_only_round(  # LOCAL_ONLY: the one phase left that parse_phase lets through
+        site=site,
+        site_id=sid,
+        state_dir=state_dir,
+        seed=seed,
+        model_config=model_config,
+        plan=LocalOnlyPlan.from_json(train_json),
+        initial_arrays=global_arrays,
+    )
 
 
 CROSS_PREFIX = "cross/"

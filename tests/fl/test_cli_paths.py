@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -97,3 +99,22 @@ def test_register_names_a_file_that_is_not_a_public_key(tmp_path):
     result = CliRunner().invoke(build_full_app(), args)
     assert result.exit_code == 2, result.output
     assert f"{junk}: not an OpenSSH elliptic-curve public key" in " ".join(result.output.split())
+
+
+def test_the_command_line_starts_without_torch():
+    # docs/architecture.md: function-level imports keep `orthofed --help` free of torch/MONAI
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from fl_server.cli import build_full_app; build_full_app(); "
+        "print(sorted(m for m in ('torch', 'monai', 'opacus') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.eval.metrics import dice_per_structure, dice_rows, mean_defined, roc_auc_per_label
+from core.eval.metrics import dice_rows, mean_defined, mean_per_structure, roc_auc_per_label
 
 
 def _rank_auc(scores, labels):
@@ -31,7 +31,7 @@ def test_mean_defined_is_none_without_values():
     assert mean_defined({"a": None}) is None
 
 
-def test_dice_per_structure():
+def test_mean_per_structure_of_dice_rows():
     target = torch.zeros(2, 1, 2, 4, 4, dtype=torch.long)
     target[:, :, :, :2] = 1
     target[0, :, :, 2:] = 2
@@ -39,7 +39,7 @@ def test_dice_per_structure():
     prediction[1, :, :, :1] = 0  # case 1 misses half of structure 1
     rows = dice_rows(prediction, target, n_classes=4)
     assert rows.shape == (2, 3)
-    scores = dice_per_structure(rows, names=["one", "two", "three"])
+    scores = mean_per_structure(rows, names=["one", "two", "three"])
     assert scores["one"] == pytest.approx((1.0 + 2 / 3) / 2)
     assert scores["two"] == pytest.approx(1.0)  # only case 0 has it
     assert scores["three"] is None  # in no ground truth
