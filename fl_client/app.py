@@ -21,6 +21,7 @@ from pathlib import Path
 from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from core.data.manifest import load_site
 from fl_client import records
 
 log = logging.getLogger("orthofed.client")
@@ -62,8 +63,6 @@ def facts_from_node_config(node_config: dict) -> SiteFacts:
 
 def _case_ids(site_dir: Path) -> list[str]:
     try:
-        from core.data.manifest import load_site
-
         return [p.name for p in load_site(site_dir).case_dirs()]
     except (ValueError, OSError):
         return []

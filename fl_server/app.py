@@ -108,6 +108,7 @@ def run_rounds(fed: Federation) -> None:
 def write_report_safely(run_dir: Path) -> Path | None:
     """RUN_DIR/report.html; a report that fails to render is a warning, never a failed run."""
     try:
+        # matplotlib, once at the end of a run
         from core.reporting.federation_report import write_federation_report
 
         path = write_federation_report(run_dir)

@@ -43,6 +43,7 @@ def federate(
     One simulated SuperNode per site folder listed in the experiment; the real ServerApp and
     ClientApps. Writes global/round-NNNN.safetensors, history.jsonl, metrics.json.
     """
+    # torch/MONAI and Flower: `orthofed --help` and the other commands must not pay for them
     from core.federation.experiment import load_experiment
     from fl_server.simulation import run_embedded
 

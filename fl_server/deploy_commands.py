@@ -216,6 +216,7 @@ def submit(
     Paths are made absolute: the ServerApp runs on the SuperLink's machine, so submit from
     that machine (or use paths valid there). Exit 0 only if the run finished:completed.
     """
+    # torch/MONAI: `orthofed --help` and the other commands must not pay for them
     from core.federation.experiment import load_experiment
     from core.federation.model_state import check_init_checkpoint, model_config_for
     from core.federation.run_record import check_run, resolved_config

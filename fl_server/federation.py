@@ -67,6 +67,7 @@ class Federation:
         else:
             self.state = initial_global_state(self.experiment, model_config=self.model_config)
         if self.experiment.server_dp.enabled:
+            # Opacus (and torch), only for a server-DP run
             from core.federation.accounting import GroupPrivacyAccountant
 
             saved = server_state.get("accountant")
