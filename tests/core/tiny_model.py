@@ -20,7 +20,7 @@ TINY_MODEL = {
         "norm_num_groups": 8,
         "num_head_channels": 8,
     },
-    "heads": {"view_dim": 16, "seg_channels": 8},
+    "heads": {"view_dim": 16, "seg_proj": 8, "seg_channels": 8},
 }
 
 

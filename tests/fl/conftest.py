@@ -26,6 +26,7 @@ TINY_MODEL = [
     "backbone.norm_num_groups=4",
     "backbone.num_head_channels=4",
     "heads.view_dim=8",
+    "heads.seg_proj=4",
     "heads.seg_channels=4",
 ]
 

@@ -22,6 +22,7 @@ TINY = [
     "model.backbone.norm_num_groups=8",
     "model.backbone.num_head_channels=8",
     "model.heads.view_dim=16",
+    "model.heads.seg_proj=8",
     "model.heads.seg_channels=8",
     "train.batch_size=2",
 ]

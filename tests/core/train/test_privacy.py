@@ -43,7 +43,7 @@ MODEL = {
         "norm_num_groups": 4,
         "num_head_channels": 4,
     },
-    "heads": {"view_dim": 8, "seg_channels": 4},
+    "heads": {"view_dim": 8, "seg_proj": 4, "seg_channels": 4},
 }
 
 
