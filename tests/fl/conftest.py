@@ -119,6 +119,21 @@ def federate_cli(exp: Path, run_dir: Path, *extra: str) -> subprocess.CompletedP
     )
 
 
+def federate_refused(exp: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`orthofed federate` in this process, for commands that must be refused before Flower
+    starts (a subprocess would spend ~5 s importing torch to print one line). An exception
+    that escaped the command (a traceback in a real shell) fails the test here."""
+    from typer.testing import CliRunner
+
+    from fl_server.cli import build_full_app
+
+    args = ["federate", "--config", str(exp), "--run-dir", str(run_dir), *extra]
+    result = CliRunner().invoke(build_full_app(), args)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"orthofed {' '.join(args)} raised") from result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
 def run_history(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
 

@@ -19,6 +19,7 @@ from tests.fl.conftest import (
     REPO,
     federate_cli,
     federate_command,
+    federate_refused,
     federation_env,
     final_weights,
     run_history,
@@ -141,7 +142,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, finished_run):
 
 def test_existing_run_dir_needs_resume(finished_run):
     exp, run_dir = finished_run
-    result = federate_cli(exp, run_dir)
+    result = federate_refused(exp, run_dir)
     assert result.returncode == 2
     assert "--resume" in result.stderr and "Traceback" not in result.stderr
 
@@ -233,7 +234,9 @@ def test_resume_with_another_config_is_refused_in_one_line(finished_run):
     # issue 15, defect 2: a finished run resumed with a changed config (exit 0 before)
     exp, run_dir = finished_run
     before = (run_dir / "history.jsonl").read_bytes(), (run_dir / "latest.json").read_bytes()
-    result = federate_cli(exp, run_dir, "--resume", "finetune.train.lr=0.01", "pretrain.rounds=3")
+    result = federate_refused(
+        exp, run_dir, "--resume", "finetune.train.lr=0.01", "pretrain.rounds=3"
+    )
     assert result.returncode == 2
     line = _error_line(result)
     assert "another configuration" in line and "finetune.train.lr" in line
@@ -244,7 +247,7 @@ def test_resume_with_another_config_is_refused_in_one_line(finished_run):
 
 def test_resume_of_a_mistyped_run_dir_starts_nothing(tmp_path, finished_run):
     exp, _ = finished_run
-    result = federate_cli(exp, tmp_path / "typo", "--resume")
+    result = federate_refused(exp, tmp_path / "typo", "--resume")
     assert result.returncode == 2
     assert "holds no started federation" in _error_line(result)
     assert not (tmp_path / "typo").exists()
@@ -261,7 +264,7 @@ def test_resume_of_a_mistyped_run_dir_starts_nothing(tmp_path, finished_run):
 def test_coordinator_mistake_is_refused_before_ray(tmp_path, fed_sites, override, says):
     # issue 15, defect 3: refused before the engine starts, nothing written, no site asked
     exp = write_experiment(tmp_path / "exp.yaml", sites=fed_sites)
-    result = federate_cli(exp, tmp_path / "run", override)
+    result = federate_refused(exp, tmp_path / "run", override)
     assert result.returncode == 2, result.stderr[-2000:]
     assert _error_line(result).startswith(says)
     assert not (tmp_path / "run").exists()

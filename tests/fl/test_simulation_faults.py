@@ -8,28 +8,11 @@ from __future__ import annotations
 import json
 
 from tests.fl.conftest import (
-    federate_cli,
     instrumented_federation,
     make_site,
     run_history,
     write_experiment,
 )
-
-
-def test_failing_site_is_recorded_and_round_completes(tmp_path, fed_sites):
-    # a site without labels cannot fine-tune: its finetune reply is an error, the round goes on
-    unlabeled = make_site(tmp_path / "knee-u", joint="knee", site_id="knee-u", seed=9, labels=False)
-    sites = [fed_sites[0], fed_sites[2], unlabeled]
-    exp = write_experiment(tmp_path / "exp.yaml", sites=sites, extra="evaluate: {enabled: false}")
-    result = federate_cli(exp, tmp_path / "run", "pretrain.rounds=1")
-    assert result.returncode == 0, result.stderr[-3000:]
-    history = run_history(tmp_path / "run")
-    pretrain, finetune = history
-    assert "knee-u" in pretrain["metrics"]  # it took part while it could
-    reasons = [r for r in finetune["rejected"] if r["site"] == "knee-u"]
-    assert reasons and "labeled" in reasons[0]["reason"]
-    assert set(finetune["metrics"]) == {"knee-a", "ankle-c"}
-
 
 SOAK_ROUNDS = 50
 
@@ -55,11 +38,19 @@ def test_soak_fifty_rounds_without_memory_growth(tmp_path, fed_sites):
             assert at50 < 1.10 * at5, (partition, key, at5, at50)
 
 
-def test_hanging_site_is_missing_then_rejoins(tmp_path, fed_sites):
-    # knee-a (partition 0) sleeps 50 s on its first train message; the pretrain round times out
-    # at 30 s and completes with the two sites that answered; knee-a fine-tunes afterwards
+HANG_S = 40
+
+
+def test_failing_and_hanging_sites_are_recorded_and_the_rounds_complete(tmp_path, fed_sites):
+    # one federation for both faults (each costs a Ray start): knee-a (partition 0) sleeps
+    # HANG_S on its first train message, so the pretrain round times out at 30 s and completes
+    # with the two sites that answered, and knee-a fine-tunes afterwards; knee-u has no labels,
+    # so it pretrains but its finetune reply is an error, recorded, and that round goes on
+    unlabeled = make_site(tmp_path / "knee-u", joint="knee", site_id="knee-u", seed=9, labels=False)
     exp = write_experiment(
-        tmp_path / "exp.yaml", sites=fed_sites, extra="evaluate: {enabled: false}"
+        tmp_path / "exp.yaml",
+        sites=[fed_sites[0], fed_sites[2], unlabeled],
+        extra="evaluate: {enabled: false}",
     )
     marker = tmp_path / "hung"
     result = instrumented_federation(
@@ -68,7 +59,7 @@ def test_hanging_site_is_missing_then_rejoins(tmp_path, fed_sites):
         "--hang-marker",
         str(marker),
         "--hang-seconds",
-        "50",
+        str(HANG_S),
         "pretrain.rounds=1",
         "pretrain.timeout_s=30",
     )
@@ -76,7 +67,9 @@ def test_hanging_site_is_missing_then_rejoins(tmp_path, fed_sites):
     assert marker.exists()
     pretrain, finetune = run_history(tmp_path / "run")
     assert pretrain["missing"] == ["knee-a"]
-    assert set(pretrain["metrics"]) == {"knee-b", "ankle-c"}
+    assert set(pretrain["metrics"]) == {"knee-u", "ankle-c"}  # knee-u took part while it could
     assert "knee-a" not in pretrain["groups"]["backbone.sagittal"]["sites"]
-    assert pretrain["wall_s"] < 50  # the round did not wait for the hanging site
-    assert "knee-a" in finetune["metrics"]
+    assert pretrain["wall_s"] < HANG_S  # the round did not wait for the hanging site
+    reasons = [r for r in finetune["rejected"] if r["site"] == "knee-u"]
+    assert reasons and "labeled" in reasons[0]["reason"]
+    assert set(finetune["metrics"]) == {"knee-a", "ankle-c"}  # knee-a rejoined
