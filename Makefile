@@ -25,8 +25,9 @@ demo: setup
 # Two workers, one file each at a time (module fixtures such as a Flower simulation or a
 # loopback deployment stay in one worker), one torch thread each: much of the suite waits on
 # Flower/Ray processes, so two files at once finish sooner than one file with two threads.
+# Files are handed out longest first (tests/conftest.py), not by xdist's count of tests.
 test: setup
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # Benchmarks print ratios measured in one run (the paper step alone takes minutes on 2 cores);
 # each also writes its figures as JSON under runs/bench/.
