@@ -26,20 +26,9 @@ from core.tracking import (
     open_tracker,
 )
 from core.views import Joint
-from tests.core.tiny_model import random_case
+from tests.core.tiny_model import model_overrides, random_case
 
-TINY = [
-    "model.input_slices=8",
-    "model.input_size=32",
-    "model.backbone.channels=[8,16]",
-    "model.backbone.attention_levels=[false,true]",
-    "model.backbone.norm_num_groups=8",
-    "model.backbone.num_head_channels=8",
-    "model.heads.view_dim=16",
-    "model.heads.seg_proj=8",
-    "model.heads.seg_channels=8",
-    "train.batch_size=2",
-]
+TINY = [*model_overrides(), "train.batch_size=2"]  # tests/core/tiny_model.py
 
 RECORD = {
     "phase": "pretrain",
