@@ -30,8 +30,10 @@ def hang_once(*, marker: Path, seconds: float):
     def mod(msg, context, call_next):
         first = int(context.node_config["partition-id"]) == 0 and not marker.exists()
         if msg.metadata.message_type == MessageType.TRAIN and first:
-            marker.write_text(f"hung at {time.time():.1f}\n")
+            marker.write_text(f"hung at {time.time():.3f}\n")
             time.sleep(seconds)
+            with marker.open("a") as out:
+                out.write(f"woke at {time.time():.3f}\n")
         return call_next(msg, context)
 
     return mod
