@@ -107,6 +107,30 @@ def test_spooled_arrays_read_only_the_key_asked_for(tmp_path, make_state, make_u
             arrays["other"]
 
 
+@pytest.mark.parametrize(
+    "dtype", ["float16", "float32", "float64", "int8", "int32", "int64", "uint8", "bool"]
+)
+def test_spooled_arrays_read_what_safetensors_reads(tmp_path, dtype):
+    # SpooledArrays reads the file's header itself (see its docstring): every dtype and
+    # shape, a 0-d array and an empty one included, must come back as safetensors loads them
+    from safetensors.numpy import load_file, save_file
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "a.matrix": (rng.standard_normal((3, 5)) * 50).astype(dtype),
+        "b.scalar": np.asarray(rng.standard_normal() * 50).astype(dtype),
+        "c.empty": np.zeros((0, 4), dtype=dtype),
+        "d.vector": (rng.standard_normal(7) * 50).astype(dtype),
+    }
+    path = tmp_path / "group.safetensors"
+    save_file(arrays, str(path))
+    spooled = SpooledArrays(path, list(arrays))
+    for key, expected in load_file(str(path)).items():
+        got = spooled[key]
+        assert got.dtype == expected.dtype and got.shape == expected.shape, key
+        np.testing.assert_array_equal(got, expected)
+
+
 # --- hostile updates, on the server's path (spool, then aggregate_round) ----------------------
 
 HOSTILE = {  # kind -> (group, reason recorded)
