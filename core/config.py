@@ -180,8 +180,12 @@ class HeadConfig:
     # Segmentation reads several blocks (decoder + a shallow encoder block) at a small t,
     # brought to the input grid with the image itself (see core/models/heads.py for why).
     # Empty = the default for the backbone: its last three decoder blocks and first encoder
-    # block at t = 10 (core.models.backbone.default_seg_taps).
+    # block at t = `seg_timestep` (core.models.backbone.default_seg_taps).
     seg_taps: list[FeatureTap] = field(default_factory=list)
+    # The presets set 2 (docs/feature-study.md section 11: thin structures gain at 10% of the
+    # masks); 10 here is what checkpoints and runs written before this key existed used, so
+    # that they keep reading the features their heads were trained on.
+    seg_timestep: int = 10
     seg_proj: int = 8  # channels each tap is projected to before upsampling
     seg_channels: int = 16  # width of the head's 3x3x3 convolutions
     seg_context_pool: int = 4  # the context branch works at 1/4 of the grid (0 = off)

@@ -8,6 +8,7 @@ A model state is a flat ordered mapping `key -> array` whose keys start with the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import cache
 
 import numpy as np
 
@@ -20,6 +21,7 @@ HEAD_KINDS: tuple[str, ...] = ("cls", "seg")
 _GROUP_DEPTH = {BACKBONE: 2, HEAD: 3}
 
 
+@cache  # constant (from the enums), asked once per state key: a tuple, so never mutated
 def all_group_names() -> tuple[str, ...]:
     """Every valid group name: backbones in view order, then heads per joint and kind."""
     backbones = tuple(f"{BACKBONE}.{view.value}" for view in VIEWS)

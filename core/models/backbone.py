@@ -11,8 +11,6 @@ from torch import nn
 
 from core.config import BackboneConfig, FeatureTap, ModelConfig
 
-SEG_TIMESTEP = 10  # small t: the features still see the image (measured, core/models/heads.py)
-
 # Submodules of DiffusionModelUNet forming the encoder (incl. time embedding) and decoder.
 ENCODER_MODULES = ("conv_in", "time_embed", "down_blocks", "middle_block")
 DECODER_MODULES = ("up_blocks", "out")
@@ -135,13 +133,16 @@ def decoder_parameters(unet: DiffusionModelUNet) -> list[nn.Parameter]:
     return [p for name in DECODER_MODULES for p in getattr(unet, name).parameters()]
 
 
-def default_seg_taps(config: BackboneConfig) -> list[FeatureTap]:
-    """The last three decoder blocks (full and half resolution) and the first encoder block."""
+def default_seg_taps(config: BackboneConfig, *, timestep: int) -> list[FeatureTap]:
+    """The last three decoder blocks (full and half resolution) and the first encoder block,
+    at a small t (the features still see the image; measured, core/models/heads.py)."""
     levels = len(config.channels)
     ups = [f"up.{i}" for i in range(levels - 1, max(levels - 4, -1), -1)]
-    return [FeatureTap(timestep=SEG_TIMESTEP, block=b) for b in [*ups, "down.0"]]
+    return [FeatureTap(timestep=timestep, block=b) for b in [*ups, "down.0"]]
 
 
 def seg_taps(config: ModelConfig) -> list[FeatureTap]:
     """The segmentation taps of a model config (`heads.seg_taps`, or the default if empty)."""
-    return list(config.heads.seg_taps) or default_seg_taps(config.backbone)
+    return list(config.heads.seg_taps) or default_seg_taps(
+        config.backbone, timestep=config.heads.seg_timestep
+    )

@@ -71,6 +71,11 @@ def validate_model_config(config: ModelConfig) -> None:
     check_diffusion(config.diffusion)
     if not config.features.taps:
         raise ValueError("model.features.taps is empty: give at least one {timestep, block}")
+    if not 0 <= config.heads.seg_timestep < config.diffusion.num_train_timesteps:
+        raise ValueError(
+            f"model.heads.seg_timestep: {config.heads.seg_timestep} outside "
+            f"[0, {config.diffusion.num_train_timesteps})"
+        )
     levels = len(config.backbone.channels)
     for where, tap in [("features.taps", t) for t in config.features.taps] + [
         ("heads.seg_taps", t) for t in seg_taps(config)

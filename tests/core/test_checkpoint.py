@@ -105,3 +105,24 @@ def test_checkpoint_of_the_previous_format_is_refused_in_one_line(tmp_path):
     with pytest.raises(ValueError, match="older orthofed") as err:
         load_checkpoint(path)
     assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_a_checkpoint_older_than_seg_timestep_keeps_its_t10_taps(tmp_path):
+    # its manifest's model config has no heads.seg_timestep: loading it must not move its
+    # segmentation head onto the presets' t = 2 features
+    from core.models.backbone import seg_taps
+    from core.models.loading import model_from_checkpoint
+
+    model = _model()
+    config = to_dict(model.config)
+    del config["heads"]["seg_timestep"]
+    path = tmp_path / "old" / "checkpoint.safetensors"
+    save_checkpoint(
+        path,
+        tensors=model.state_dict(),
+        config={"model": config},
+        preset="test",
+        preprocess_key="abc123",
+    )
+    loaded, _ = model_from_checkpoint(path, joint="knee")
+    assert {t.timestep for t in seg_taps(loaded.config)} == {10}

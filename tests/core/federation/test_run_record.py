@@ -65,6 +65,15 @@ def test_resume_with_another_model_is_refused_naming_the_keys(tmp_path):
     assert RUN_RECORD in text and "--run-dir" in text
 
 
+def test_a_run_from_before_seg_timestep_refuses_to_resume_onto_t2_features(tmp_path):
+    # its run.json has no model.heads.seg_timestep (its heads read t = 10): resuming it under
+    # the presets' t = 2 would train those heads on other features, so it is refused
+    older = {k: v for k, v in _config().items() if k != "model.heads.seg_timestep"}
+    write_record(tmp_path, check_run(RunDir(tmp_path), config=older, resume=False))
+    with pytest.raises(ValueError, match=r"model.heads.seg_timestep \(absent\) -> 2"):
+        check_run(RunDir(tmp_path), config=_config(), resume=True)
+
+
 def test_a_finished_run_refuses_another_configuration(tmp_path):
     run = _started(tmp_path)
     _finish(run)

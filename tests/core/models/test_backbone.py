@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from core.config import BackboneConfig, DiffusionConfig
+from core.config import BackboneConfig, DiffusionConfig, ModelConfig, load_config, to_dict
 from core.diffusion.ddpm import build_scheduler
-from core.models.backbone import block_scale, build_backbone, downsampling_factor
+from core.models.backbone import block_scale, build_backbone, downsampling_factor, seg_taps
 from core.models.presets import load_model_config
 from core.models.registry import build_model
 from core.views import KNEE_STRUCTURES, LABELS, VIEWS, Joint
@@ -63,9 +63,24 @@ def test_tiny_preset_builds_a_knee_model():
     assert model.backbone["axial"].block_out_channels == (16, 32, 64)
 
 
+@pytest.mark.parametrize("preset", ["tiny", "paper"])
+def test_presets_tap_segmentation_at_t2_and_configs_older_than_the_key_at_t10(preset):
+    config = load_model_config(preset)
+    assert {t.timestep for t in seg_taps(config)} == {2}
+    assert [t.block for t in seg_taps(config)][-1] == "down.0"
+    # a checkpoint or run written before `heads.seg_timestep` existed has no such key: it
+    # keeps the t = 10 its heads were trained on
+    older = to_dict(config)
+    del older["heads"]["seg_timestep"]
+    taps = seg_taps(load_config(ModelConfig, data=older))
+    assert {t.timestep for t in taps} == {10}
+    assert [t.block for t in taps] == [t.block for t in seg_taps(config)]
+
+
 @pytest.mark.parametrize(
     ("override", "match"),
     [
+        (["heads.seg_timestep=1000"], "seg_timestep"),
         (["backbone.norm_num_groups=5"], "norm_num_groups"),
         (["input_size=34"], "input_size"),
         (["features.taps=[{timestep: 1000, block: middle}]"], "timestep"),
