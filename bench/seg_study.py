@@ -23,7 +23,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from feature_study import _folds, _summary  # bench/ is on sys.path when run as a script
+
+# bench/ is on sys.path when run as a script
+from feature_study import _folds, _parse_taps, _summary
 
 # Modules that pull torch/MONAI are imported inside the functions: `--help` stays fast.
 
@@ -63,20 +65,13 @@ def _head_config(config, heads: list[str]):
         key, _, value = item.partition("=")
         if not hasattr(config.heads, key) or not value:
             raise SystemExit(f"error: --heads {item!r}: not a model.heads KEY=VALUE")
-        if key == "seg_taps":  # seg_taps=T:BLOCK,T:BLOCK (e.g. 2:up.2,2:up.1,2:up.0,2:down.0)
-            setattr(config.heads, key, [_tap(spec) for spec in value.split(",")])
+        if key == "seg_taps":  # seg_taps=T:BLOCK+T:BLOCK, as feature_study.py's --taps
+            from core.config import FeatureTap
+
+            setattr(config.heads, key, [FeatureTap(**tap) for tap in _parse_taps(value)])
         else:
             setattr(config.heads, key, type(getattr(config.heads, key))(value))
     return config
-
-
-def _tap(spec: str):
-    from core.config import FeatureTap
-
-    timestep, _, block = spec.partition(":")
-    if not timestep.isdigit() or not block:
-        raise SystemExit(f"error: --heads seg_taps: {spec!r} is not TIMESTEP:BLOCK")
-    return FeatureTap(timestep=int(timestep), block=block)
 
 
 def _models(init: Path, heads: list[str]):
@@ -140,7 +135,7 @@ def main() -> None:
         default=[],
         metavar="KEY=VALUE",
         help="head architecture (model.heads keys), e.g. seg_proj=16 seg_channels=32 "
-        "seg_taps=2:up.2,2:up.1,2:up.0,2:down.0",
+        "seg_taps=2:up.2+2:up.1+2:up.0+2:down.0",
     )
     parser.add_argument(
         "overrides",
