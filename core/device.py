@@ -19,7 +19,16 @@ client DP is refused when the experiment is loaded.
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (a container's or taskset's limit, not the
+    host's count), for work that splits into processes (e.g. phantom cases)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class Device(StrEnum):

@@ -19,6 +19,7 @@ from core.data.cache import load_site_tensors
 from core.data.manifest import load_site, write_manifest
 from core.data.phantom.profiles import get_profile
 from core.data.phantom.site import generate_site
+from core.device import available_cores
 from core.models.presets import preprocess_for
 from reproduce.config import PhantomConfig, SiteSpec
 
@@ -58,6 +59,7 @@ def ensure_site(root: Path, *, spec: SiteSpec, phantom: PhantomConfig) -> Path:
         n_cases=spec.cases,
         seed=phantom.seed,
         profile=_profile(spec, phantom),
+        workers=available_cores(),
     )
     manifest = load_site(tmp).manifest
     manifest.heldout_fraction = phantom.heldout_fraction

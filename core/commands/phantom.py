@@ -9,6 +9,7 @@ import typer
 from core.commands.common import fail, user_errors
 from core.data.phantom.profiles import DEFAULT_PROFILE, PROFILES
 from core.data.phantom.site import generate_site
+from core.device import available_cores
 from core.views import parse_joint
 
 _PROFILE_HELP = (
@@ -44,6 +45,13 @@ def phantom(
         help="Replace a previous phantom site in --out (refused, naming them, if files the "
         "generator did not write are there).",
     ),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help="Processes that render cases at once (default: this machine's cores). The files "
+        "are the same for any number.",
+    ),
 ) -> None:
     """Generate a synthetic MRI site: one DICOM series per view per case, labels.csv,
     knee masks, site.yaml and phantom.json."""
@@ -51,7 +59,14 @@ def phantom(
     if profile is not None and profile not in PROFILES:
         fail(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     summary = generate_site(
-        out_dir=out, joint=j, n_cases=cases, seed=seed, profile=profile, progress=True, force=force
+        out_dir=out,
+        joint=j,
+        n_cases=cases,
+        seed=seed,
+        profile=profile,
+        progress=True,
+        force=force,
+        workers=workers or available_cores(),
     )
     prevalence = " ".join(f"{k}={v:.2f}" for k, v in summary["prevalence"].items())
     typer.echo(

@@ -112,6 +112,25 @@ def test_same_seed_same_bytes(tmp_path):
     assert (paths[0] / "labels.csv").read_text() == (paths[1] / "labels.csv").read_text()
 
 
+@pytest.mark.parametrize("joint", ["knee", "shoulder"])
+def test_cases_rendered_in_worker_processes_are_the_same_files(tmp_path, joint):
+    one, two = tmp_path / "one", tmp_path / "two"
+    for out, workers in ((one, 1), (two, 2)):
+        generate_site(out_dir=out, joint=joint, n_cases=3, seed=4, profile=MICRO, workers=workers)
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    assert sum(f.suffix == ".dcm" for f in files) >= 3 * MICRO.slices * 2  # several cases
+    for rel in files:
+        assert (one / rel).read_bytes() == (two / rel).read_bytes(), rel
+
+
+def test_zero_workers_is_refused_with_the_option_named(tmp_path):
+    with pytest.raises(ValueError, match="--workers must be at least 1"):
+        generate_site(
+            out_dir=tmp_path / "s", joint="knee", n_cases=2, seed=1, profile=MICRO, workers=0
+        )
+
+
 @pytest.fixture(scope="module")
 def coronal():
     return render_case(joint="knee", seed=2, case_index=0, profile=MICRO).views[View.CORONAL]
