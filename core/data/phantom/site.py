@@ -10,6 +10,7 @@ Layout written into `out_dir`:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import multiprocessing
@@ -69,14 +70,14 @@ def generate_site(
     prepare_out_dir(out, force=force)
     start = time.perf_counter()
     rows, facts = [], {}
-    written = _written_cases(
+    with _written_cases(
         out=out, joint=j, n_cases=n_cases, seed=seed, profile=prof, workers=workers
-    )
-    if progress:
-        written = track(written, total=n_cases, description=f"phantom {j.value} ({prof.name})")
-    for cid, case_facts, row in written:
-        facts[cid] = case_facts
-        rows.append(row)
+    ) as written:
+        if progress:  # its refresh thread starts after the workers were forked
+            written = track(written, total=n_cases, description=f"phantom {j.value} ({prof.name})")
+        for cid, case_facts, row in written:
+            facts[cid] = case_facts
+            rows.append(row)
     seconds = time.perf_counter() - start
     _write_labels(out / "labels.csv", j, rows)
     write_manifest(
@@ -130,23 +131,28 @@ def _render_and_write_at(args: tuple) -> tuple[str, dict, list]:
     return _render_and_write(out=out, joint=joint, seed=seed, index=index, profile=profile)
 
 
+@contextlib.contextmanager
 def _written_cases(
     *, out: Path, joint: Joint, n_cases: int, seed: int, profile: SiteProfile, workers: int
-) -> Iterator[tuple[str, dict, list]]:
-    """Render and write every case, in case order, in `workers` processes (1: this one).
+) -> Iterator[Iterator[tuple[str, dict, list]]]:
+    """Every case rendered and written, in case order, by `workers` processes (1: this one).
     Cases are independent, so a multi-core machine generates a site that much sooner (the
-    demo's 24-case knee site on 2 cores: 25.0 s with one worker, 15.8 s with two, the same
+    demo's 24-case knee site on 2 cores: 25.7 s with one worker, 13.4 s with two, the same
     bytes)."""
     if workers == 1 or n_cases == 1:
-        for i in range(n_cases):
-            yield _render_and_write(out=out, joint=joint, seed=seed, index=i, profile=profile)
+        yield (
+            _render_and_write(out=out, joint=joint, seed=seed, index=i, profile=profile)
+            for i in range(n_cases)
+        )
         return
-    # spawn, not fork: the parent may hold threads (a progress bar's) that fork would copy
-    # mid-lock; each worker imports only the phantom modules
-    context = multiprocessing.get_context("spawn")
+    # fork where the OS has it: a spawned worker would re-import the caller's main module
+    # (slow for a CLI that imports torch, broken for a script read from stdin); the workers
+    # are forked by the first submit, here, before the caller starts a progress-bar thread
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with ProcessPoolExecutor(max_workers=min(workers, n_cases), mp_context=context) as pool:
         jobs = [(out, joint, seed, i, profile) for i in range(n_cases)]
-        yield from pool.map(_render_and_write_at, jobs)
+        yield pool.map(_render_and_write_at, jobs)  # submits every job now
 
 
 def prepare_out_dir(out: Path, *, force: bool) -> None:
