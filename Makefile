@@ -26,14 +26,15 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/python -m core.demo
 
-# Three workers on 2 cores, one file each at a time (module fixtures such as a Flower simulation
-# or a loopback deployment stay in one worker), one torch thread each: much of the suite waits
-# on Flower/Ray processes (start-up, heartbeats, a hanging site's timeout), so a third file fills
-# those waits. Measured in the tree on the 2-core machine (2026-12-06): 959 tests in 419 s with
-# -n 3 against 472-525 s with -n 2 on the previous days. Files are handed out longest first
-# (tests/conftest.py), not by xdist's count of tests.
+# Two workers, one file each at a time (module fixtures such as a Flower simulation or a
+# loopback deployment stay in one worker), one torch thread each: much of the suite waits on
+# Flower/Ray processes, so two files at once finish sooner than one file with two threads.
+# Three workers were tried on the 2-core machine (2026-12-06): 419 s, 504 s and 593 s (fresh
+# clone) against 552 s for two workers between the last two, so no gain that the machine's
+# run-to-run spread does not swamp, and more load on the timeout-bound Flower tests.
+# Files are handed out longest first (tests/conftest.py), not by xdist's count of tests.
 test: setup
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # Benchmarks print ratios measured in one run (the paper step alone takes minutes on 2 cores);
 # each also writes its figures as JSON under runs/bench/.

@@ -1,4 +1,4 @@
-"""Suite-wide ordering for `make test` (three workers, one file at a time, `--dist loadfile
+"""Suite-wide ordering for `make test` (two workers, one file at a time, `--dist loadfile
 --no-loadscope-reorder`, so that xdist hands out files in this order instead of by test
 count): the longest files first, longest-processing-time-first, so that the workers end
 together on the many short tests instead of one waiting on a long file started last.
