@@ -126,11 +126,6 @@ def _render_and_write(
     return cid, facts, [cid, *(int(rendered.present[n]) for n in LABELS[joint])]
 
 
-def _render_and_write_at(args: tuple) -> tuple[str, dict, list]:
-    out, joint, seed, index, profile = args
-    return _render_and_write(out=out, joint=joint, seed=seed, index=index, profile=profile)
-
-
 @contextlib.contextmanager
 def _written_cases(
     *, out: Path, joint: Joint, n_cases: int, seed: int, profile: SiteProfile, workers: int
@@ -151,8 +146,13 @@ def _written_cases(
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with ProcessPoolExecutor(max_workers=min(workers, n_cases), mp_context=context) as pool:
-        jobs = [(out, joint, seed, i, profile) for i in range(n_cases)]
-        yield pool.map(_render_and_write_at, jobs)  # submits every job now
+        jobs = [
+            pool.submit(
+                _render_and_write, out=out, joint=joint, seed=seed, index=i, profile=profile
+            )
+            for i in range(n_cases)
+        ]
+        yield (job.result() for job in jobs)
 
 
 def prepare_out_dir(out: Path, *, force: bool) -> None:
