@@ -33,7 +33,44 @@ BONES = ("femur", "tibia", "patella")
 METHODS = ("ssl", "random", "unet")
 
 
-def _head_cell(model, *, train, val, fraction, seed, feature_root, train_cfg) -> dict:
+def _pseudo_labelled(model, cases: list, *, config, feature_root) -> list:
+    """`cases` with their masks replaced by the model's own argmax prediction."""
+    import torch
+
+    from core.models.encode import encode_cases
+    from core.train.finetune import feature_cache_for
+
+    cache = feature_cache_for(model, config=config, root=feature_root)
+    model.eval()
+    labelled = []
+    with torch.no_grad():
+        for start in range(0, len(cases), 8):
+            chunk = [replace(c, mask=None) for c in cases[start : start + 8]]
+            batch = encode_cases(model, chunk, cache=cache)
+            guess = model.segment(batch.seg_image, batch.seg_maps).argmax(dim=1)
+            labelled += [
+                replace(c, mask=guess[i].numpy().astype(np.uint8)) for i, c in enumerate(chunk)
+            ]
+    model.train()
+    return labelled
+
+
+def _self_trained(model, *, train, chosen_ids, config, feature_root, repeat: int) -> None:
+    """A second stage: the unlabeled training cases, pseudo-labelled by the trained head, join
+    the real masks (each real case `repeat` times) for another fine-tuning run of the same
+    budget, continued from the first stage's head."""
+    from core.train.finetune import finetune
+
+    real = [c for c in train if c.case_id in chosen_ids]
+    unlabeled = [c for c in train if c.case_id not in chosen_ids]
+    pseudo = _pseudo_labelled(model, unlabeled, config=config, feature_root=feature_root)
+    stage2 = replace(config, label_fraction=1.0, val_fraction=0.0)
+    finetune(model, real * repeat + pseudo, config=stage2, feature_root=feature_root)
+
+
+def _head_cell(
+    model, *, train, val, fraction, seed, feature_root, train_cfg, self_train: int = 0
+) -> dict:
     from core.models.predict import predict
     from core.train.finetune import finetune
     from reproduce.baselines import dice_summary
@@ -41,9 +78,22 @@ def _head_cell(model, *, train, val, fraction, seed, feature_root, train_cfg) ->
     trained = copy.deepcopy(model)
     config = replace(train_cfg, label_fraction=fraction, seed=seed)
     result = finetune(trained, train, config=config, feature_root=feature_root)
+    first = {}
+    if self_train:
+        trained.eval()
+        first = {"stage1": dice_summary(predict(trained, val, batch_size=4).dice)}
+        print(f"  stage 1 mean Dice {first['stage1']['mean_dice']:.3f}", flush=True)
+        _self_trained(
+            trained,
+            train=train,
+            chosen_ids=set(result.case_ids),
+            config=config,
+            feature_root=feature_root,
+            repeat=self_train,
+        )
     trained.eval()
     scores = dice_summary(predict(trained, val, batch_size=4).dice)
-    return {**scores, "n_masks": result.num_examples, "best_epochs": result.best_epochs}
+    return {**scores, **first, "n_masks": result.num_examples, "best_epochs": result.best_epochs}
 
 
 def _unet_cell(*, train, val, fraction, seed, budget) -> dict:
@@ -130,6 +180,14 @@ def main() -> None:
     parser.add_argument("--unet-batch", type=int, default=4)
     parser.add_argument("--unet-lr", type=float, default=2e-3)
     parser.add_argument(
+        "--self-train",
+        type=int,
+        default=0,
+        metavar="REPEAT",
+        help="after the heads train, pseudo-label the training cases without a mask with "
+        "them and train again on both, each real mask REPEAT times (0: off)",
+    )
+    parser.add_argument(
         "--heads",
         nargs="+",
         default=[],
@@ -180,6 +238,7 @@ def main() -> None:
                     seed=seed,
                     feature_root=args.out / "features",
                     train_cfg=train_cfg,
+                    self_train=args.self_train,
                 )
                 row[name]["seconds"] = time.perf_counter() - t0
             t0 = time.perf_counter()
