@@ -46,6 +46,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from core.demo import make_sites  # noqa: E402
+from core.device import available_cores  # noqa: E402
 from core.views import VIEWS  # noqa: E402
 
 # Modules that pull torch/MONAI are imported inside the functions: `--help` stays fast.
@@ -190,7 +191,7 @@ def run_deployment(
 
 
 def site_threads(n_sites: int) -> int:
-    return max(1, (os.cpu_count() or 1) // max(1, n_sites))
+    return max(1, available_cores() // max(1, n_sites))
 
 
 def round_figures(run_dir: Path, *, sites: list[str]) -> list[dict]:

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from core.data.manifest import load_site
+from core.device import available_cores
 from core.federation.experiment import load_experiment
 from core.federation.model_state import check_init_checkpoint, model_config_for
 from core.federation.run_record import check_run, resolved_config
@@ -68,10 +69,10 @@ def run_embedded(
     lets cores // cpus_per_site sites train at once); `client_mods` are Flower client mods."""
     from flwr.simulation import run_simulation
 
-    cores = os.cpu_count() or 1
+    cores = available_cores()  # a container's or taskset's limit, not the host's count
     if cpus_per_site is not None and not 1 <= cpus_per_site <= cores:
         raise ValueError(
-            f"--cpus-per-site must be between 1 and this machine's {cores} cores, "
+            f"--cpus-per-site must be between 1 and the {cores} cores this process may use, "
             f"got {cpus_per_site} (Ray would never start a site that needs more)"
         )
     overrides = list(overrides or [])

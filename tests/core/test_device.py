@@ -7,6 +7,9 @@ GPU machine.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,8 @@ from core.config import PretrainRunConfig, load_config
 from core.device import Device, resolve_device
 from core.federation.experiment import load_experiment
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "experiments"
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs" / "experiments"
 
 
 def test_auto_takes_the_gpu_only_where_pytorch_sees_one(monkeypatch):
@@ -43,3 +47,16 @@ def test_client_dp_refuses_an_explicit_cuda_at_load():
         load_experiment(CONFIGS / "demo-dp.yaml", overrides=["pretrain.train.device=cuda"])
     # auto stays allowed: a DP round resolves it to the CPU
     load_experiment(CONFIGS / "demo-dp.yaml", overrides=["pretrain.train.device=auto"])
+
+
+def test_available_cores_follows_the_affinity_a_process_is_given():
+    # a taskset or container cpuset limit, not the host's count: sites and phantom workers
+    # sized on os.cpu_count() would oversubscribe the cores they may use
+    code = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); " + (
+        "from core.device import available_cores; print(available_cores(), os.cpu_count())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    limited, host = map(int, done.stdout.split())
+    assert (limited, host) == (1, os.cpu_count())
