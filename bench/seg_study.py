@@ -68,15 +68,65 @@ def _self_trained(model, *, train, chosen_ids, config, feature_root, repeat: int
     finetune(model, real * repeat + pseudo, config=stage2, feature_root=feature_root)
 
 
+def _augmented(cases: list, *, copies: int, seed: int) -> list:
+    """`copies` randomly deformed copies of each case's sagittal image and mask (MONAI: a small
+    in-plane rotation, scaling and shift, nearest for the mask; a bias field and a gamma on
+    the image), each its own case id so that its frozen features are cached apart."""
+    from monai.transforms import (
+        Compose,
+        RandAdjustContrastd,
+        RandAffined,
+        RandBiasFieldd,
+    )
+
+    from core.views import View
+
+    augment = Compose(
+        [
+            RandAffined(
+                keys=["image", "mask"],
+                prob=1.0,
+                rotate_range=(0.2, 0.0, 0.0),
+                scale_range=(0.0, 0.1, 0.1),
+                translate_range=(1, 4, 4),
+                mode=("bilinear", "nearest"),
+                padding_mode="border",
+            ),
+            RandBiasFieldd(keys=["image"], prob=0.5, coeff_range=(0.0, 0.3)),
+            RandAdjustContrastd(keys=["image"], prob=0.5, gamma=(0.7, 1.5)),
+        ]
+    )
+    augment.set_random_state(seed=seed)
+    copied = []
+    for case in cases:
+        image = np.asarray(case.views[View.SAGITTAL], dtype=np.float32)
+        for k in range(copies):
+            out = augment({"image": image, "mask": case.mask[None].astype(np.float32)})
+            copied.append(
+                replace(
+                    case,
+                    case_id=f"{case.case_id}~aug{seed}.{k}",
+                    views={View.SAGITTAL: np.clip(np.asarray(out["image"]), -1, 1)},
+                    mask=np.asarray(out["mask"])[0].round().astype(np.uint8),
+                    labels=None,
+                )
+            )
+    return copied
+
+
 def _head_cell(
-    model, *, train, val, fraction, seed, feature_root, train_cfg, self_train: int = 0
+    model, *, train, val, fraction, seed, feature_root, train_cfg, self_train=0, augment=0
 ) -> dict:
     from core.models.predict import predict
-    from core.train.finetune import finetune
+    from core.train.finetune import finetune, select_training_cases
     from reproduce.baselines import dice_summary
 
     trained = copy.deepcopy(model)
     config = replace(train_cfg, label_fraction=fraction, seed=seed)
+    if augment:  # the same mask subset, then its deformed copies; no validation split
+        chosen = select_training_cases(train, model=trained, config=config)
+        train = chosen + _augmented(chosen, copies=augment, seed=seed)
+        config = replace(config, label_fraction=1.0, val_fraction=0.0)
     result = finetune(trained, train, config=config, feature_root=feature_root)
     first = {}
     if self_train:
@@ -188,6 +238,13 @@ def main() -> None:
         "them and train again on both, each real mask REPEAT times (0: off)",
     )
     parser.add_argument(
+        "--augment",
+        type=int,
+        default=0,
+        metavar="COPIES",
+        help="train the heads also on COPIES deformed copies of each mask's case (0: off)",
+    )
+    parser.add_argument(
         "--heads",
         nargs="+",
         default=[],
@@ -239,6 +296,7 @@ def main() -> None:
                     feature_root=args.out / "features",
                     train_cfg=train_cfg,
                     self_train=args.self_train,
+                    augment=args.augment,
                 )
                 row[name]["seconds"] = time.perf_counter() - t0
             t0 = time.perf_counter()
