@@ -10,7 +10,8 @@ bones, then mean +- sd over seeds and the paired differences; writes OUT/seg_stu
 OUT/seg_study.md.
 
     python bench/seg_study.py --site SITE --init runs/pre/checkpoint.safetensors \
-        --fractions 0.1 --seeds 3 --folds 3 [--heads seg_channels=32 ...] [-- min_steps=400 ...]
+        --fractions 0.1 --seeds 3 --folds 3 [--heads seg_channels=32 ...] \
+        [--self-train REPEAT | --augment COPIES] [-- min_steps=400 ...]
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ def _pseudo_labelled(model, cases: list, *, config, feature_root) -> list:
 
 def _self_trained(model, *, train, chosen_ids, config, feature_root, repeat: int) -> None:
     """A second stage: the unlabeled training cases, pseudo-labelled by the trained head, join
-    the real masks (each real case `repeat` times) for another fine-tuning run of the same
-    budget, continued from the first stage's head."""
+    the real masks (each real case `repeat` times) for another fine-tuning run under the same
+    settings, continued from the first stage's head (on the larger set `epochs`, not the
+    `min_steps` floor, usually decides the steps: 1000 against the first stage's 400 in the
+    feature study's screen)."""
     from core.train.finetune import finetune
 
     real = [c for c in train if c.case_id in chosen_ids]
@@ -123,8 +126,10 @@ def _head_cell(
 
     trained = copy.deepcopy(model)
     config = replace(train_cfg, label_fraction=fraction, seed=seed)
+    n_masks = None
     if augment:  # the same mask subset, then its deformed copies; no validation split
         chosen = select_training_cases(train, model=trained, config=config)
+        n_masks = len(chosen)  # the masks drawn; the copies are not more masks
         train = chosen + _augmented(chosen, copies=augment, seed=seed)
         config = replace(config, label_fraction=1.0, val_fraction=0.0)
     result = finetune(trained, train, config=config, feature_root=feature_root)
@@ -143,7 +148,12 @@ def _head_cell(
         )
     trained.eval()
     scores = dice_summary(predict(trained, val, batch_size=4).dice)
-    return {**scores, **first, "n_masks": result.num_examples, "best_epochs": result.best_epochs}
+    return {
+        **scores,
+        **first,
+        "n_masks": n_masks or result.num_examples,
+        "best_epochs": result.best_epochs,
+    }
 
 
 def _unet_cell(*, train, val, fraction, seed, budget) -> dict:
@@ -258,6 +268,8 @@ def main() -> None:
         help="fine-tuning settings (configs/train/finetune.yaml keys), e.g. epochs=60",
     )
     args = parser.parse_args()
+    if args.self_train and args.augment:
+        parser.error("--self-train and --augment are separate screens: give one of them")
 
     from core.config import FinetuneConfig, load_config
     from core.data.cache import load_site_tensors
