@@ -102,9 +102,12 @@ def _augmented(cases: list, *, copies: int, seed: int) -> list:
     augment.set_random_state(seed=seed)
     copied = []
     for case in cases:
-        image = np.asarray(case.views[View.SAGITTAL], dtype=np.float32)
+        pair = {
+            "image": np.asarray(case.views[View.SAGITTAL], dtype=np.float32),
+            "mask": case.mask[None].astype(np.float32),
+        }
         for k in range(copies):
-            out = augment({"image": image, "mask": case.mask[None].astype(np.float32)})
+            out = augment(pair)
             copied.append(
                 replace(
                     case,
