@@ -32,11 +32,11 @@ import logging
 import os
 import pkgutil
 import sys
+import threading
 import time
 from pathlib import Path
 
 from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
-from flwr.supercore.app_utils import start_parent_process_monitor
 from flwr.supercore.constant import TaskType
 from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
 from flwr.supercore.retry import make_simple_http_retry_invoker
@@ -51,11 +51,45 @@ PROJECT_PACKAGES = ("core", "fl_client", "fl_server", "reproduce")
 # What a ClientApp runs when a message arrives (imported by the FAB's code at run time).
 CLIENTAPP_TASK = TaskType.CLIENT_APP
 DEFAULT_POLL_S = 0.2  # flower-superexec polls every 1 s; a warm child should not wait for it
+PARENT_POLL_S = 0.5  # how often the launcher checks that its SuperNode is still there
 
 
 def project_modules() -> list[str]:
     """Names of the project's modules loaded in this process."""
     return [name for name in sys.modules if name.split(".")[0] in PROJECT_PACKAGES]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def exit_with_parent(parent_pid: int, *, poll_s: float = PARENT_POLL_S) -> threading.Thread:
+    """End this process when the SuperNode `parent_pid` ends.
+
+    Why not Flower's `start_parent_process_monitor`: it raises SIGINT once, and while the main
+    thread sits in Flower's HTTP retry loop (the SuperNode's Runtime API went with it) that
+    interrupt is lost and the launcher polls a dead port for ever (seen: launchers left behind
+    by killed SuperNodes). This ends the process outright: the launcher holds nothing to flush,
+    and its forked ClientApps follow their own parent (this launcher). When started as the
+    SuperNode's child (`orthofed supernode`), a new parent pid also counts as the end: a
+    SuperNode nobody reaped yet is a zombie that `kill(pid, 0)` still finds."""
+    is_child = os.getppid() == parent_pid
+
+    def watch() -> None:
+        while _alive(parent_pid) and (not is_child or os.getppid() == parent_pid):
+            time.sleep(poll_s)
+        log.info("SuperNode %d has ended: the launcher exits", parent_pid)
+        os._exit(0)
+
+    thread = threading.Thread(target=watch, name="supernode-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def preload(packages: tuple[str, ...] = ("core", "fl_client")) -> float:
@@ -233,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s warm-launcher %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per poll
     if args.parent_pid is not None:
-        start_parent_process_monitor(args.parent_pid)
+        exit_with_parent(args.parent_pid)
     log.info("preloaded torch, MONAI, Opacus, Flower in %.1fs", preload())
     serve(runtime_api_address=args.runtime_api_address, poll_s=args.poll_s)
 

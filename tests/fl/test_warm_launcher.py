@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -83,3 +84,44 @@ def test_executor_reaps_finished_children():
     assert executor.children == set()
     with pytest.raises(ChildProcessError):  # reaped: no zombie left behind
         os.waitpid(pid, os.WNOHANG)
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def test_launcher_exits_when_its_supernode_is_gone(tmp_path):
+    # the SuperNode's Runtime API port is closed (it went with the SuperNode), so the launcher
+    # sits in Flower's HTTP retry loop; started with SIGINT ignored, as every background job of
+    # a shell script is (`supernode ... &`), where Flower's SIGINT-based parent monitor did
+    # nothing and the launcher polled the dead port for ever
+    supernode = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    launcher = subprocess.Popen(
+        [
+            *warm_launcher.command(runtime_api_address="127.0.0.1:9", parent_pid=supernode.pid),
+            "--poll-s",
+            "0.05",
+        ],
+        cwd=REPO,
+        env=process_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_ignore_sigint,
+    )
+    try:
+        for line in launcher.stderr:  # wait until it is polling the (dead) Runtime API
+            if "preloaded" in line:
+                break
+        time.sleep(2)
+        assert launcher.poll() is None  # still serving while its SuperNode runs
+        supernode.kill()
+        supernode.wait()
+        _, err = launcher.communicate(timeout=60)
+        assert launcher.returncode == 0, err[-2000:]
+        assert f"SuperNode {supernode.pid} has ended" in err
+    finally:
+        for proc in (supernode, launcher):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
