@@ -31,9 +31,11 @@ import importlib
 import logging
 import os
 import pkgutil
+import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
@@ -69,14 +71,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def exit_with_parent(parent_pid: int, *, poll_s: float = PARENT_POLL_S) -> threading.Thread:
+def exit_with_parent(
+    parent_pid: int, *, on_exit: Callable[[], None] = lambda: None, poll_s: float = PARENT_POLL_S
+) -> threading.Thread:
     """End this process when the SuperNode `parent_pid` ends.
 
     Why not Flower's `start_parent_process_monitor`: it raises SIGINT once, and while the main
     thread sits in Flower's HTTP retry loop (the SuperNode's Runtime API went with it) that
     interrupt is lost and the launcher polls a dead port for ever (seen: launchers left behind
-    by killed SuperNodes). This ends the process outright: the launcher holds nothing to flush,
-    and its forked ClientApps follow their own parent (this launcher). When started as the
+    by killed SuperNodes, all started with SIGINT ignored, as a shell's background jobs are).
+    This calls `on_exit` (terminate the forked ClientApps: their own Flower monitor relies on
+    the same SIGINT) and ends the process outright; it holds nothing to flush. When started as the
     SuperNode's child (`orthofed supernode`), a new parent pid also counts as the end: a
     SuperNode nobody reaped yet is a zombie that `kill(pid, 0)` still finds."""
     is_child = os.getppid() == parent_pid
@@ -85,7 +90,10 @@ def exit_with_parent(parent_pid: int, *, poll_s: float = PARENT_POLL_S) -> threa
         while _alive(parent_pid) and (not is_child or os.getppid() == parent_pid):
             time.sleep(poll_s)
         log.info("SuperNode %d has ended: the launcher exits", parent_pid)
-        os._exit(0)
+        try:
+            on_exit()
+        finally:
+            os._exit(0)
 
     thread = threading.Thread(target=watch, name="supernode-watch", daemon=True)
     thread.start()
@@ -174,6 +182,14 @@ class ForkExecutor:
             if done:
                 self.children.discard(pid)
                 log.info("warm child %d exited (%d)", pid, os.waitstatus_to_exitcode(status))
+
+    def terminate(self) -> None:
+        """SIGTERM every ClientApp child still running (the launcher is going away)."""
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                self.children.discard(pid)
 
     def close(self) -> None:
         self.fallback.close()
@@ -266,10 +282,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s warm-launcher %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per poll
+    executor = ForkExecutor()
     if args.parent_pid is not None:
-        exit_with_parent(args.parent_pid)
+        exit_with_parent(args.parent_pid, on_exit=executor.terminate)
     log.info("preloaded torch, MONAI, Opacus, Flower in %.1fs", preload())
-    serve(runtime_api_address=args.runtime_api_address, poll_s=args.poll_s)
+    serve(runtime_api_address=args.runtime_api_address, poll_s=args.poll_s, executor=executor)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,19 @@ def test_executor_reaps_finished_children():
         os.waitpid(pid, os.WNOHANG)
 
 
+def test_executor_terminates_running_children_when_the_launcher_goes():
+    executor = warm_launcher.ForkExecutor()
+    pid = os.fork()
+    if pid == 0:  # a ClientApp still at work, deaf to SIGINT like the launcher that forked it
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        time.sleep(60)
+        os._exit(0)
+    executor.children.add(pid)
+    executor.terminate()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+
+
 def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
