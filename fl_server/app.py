@@ -21,7 +21,7 @@ from rich.console import Console
 from core.federation.experiment import ExperimentConfig
 from core.federation.rundir import Phase
 from core.tracking import log_history_record
-from fl_server.console import final_table, print_round
+from fl_server.console import final_summary, print_round
 from fl_server.cross_site import run_local_only_round
 from fl_server.federation import Federation, ServerSettings
 from fl_server.report import write_final_metrics
@@ -101,7 +101,10 @@ def run_rounds(fed: Federation) -> None:
             print_round(record, total=len(plan))
     finally:
         fed.tracker.close()
-    Console(stderr=True).print(final_table(write_final_metrics(fed.run)))
+    metrics = write_final_metrics(fed.run)
+    Console(stderr=True).print(
+        final_summary(metrics, checkpoint=(fed.run.latest() or {}).get("checkpoint"))
+    )
     write_report_safely(fed.run.root)
 
 

@@ -44,6 +44,15 @@ def print_round(record: dict[str, Any], *, total: int, console: Console | None =
         )
 
 
+def final_summary(metrics: dict[str, Any], *, checkpoint: str | None) -> Table | str:
+    """The table of the final evaluation, or, for a run without one (`evaluate.enabled:
+    false`), one line that says so and where the final global weights are."""
+    if metrics.get("sites"):
+        return final_table(metrics)
+    where = f": the final global weights are RUN_DIR/{checkpoint}" if checkpoint else ""
+    return f"no final evaluation in this run (evaluate.enabled is false){where}"
+
+
 def final_table(metrics: dict[str, Any]) -> Table:
     table = Table(title="final evaluation on each site's held-out split")
     columns = ["n_cases", "macro_auc", "mean_dice"]
