@@ -45,12 +45,13 @@ def print_round(record: dict[str, Any], *, total: int, console: Console | None =
 
 
 def final_summary(metrics: dict[str, Any], *, checkpoint: str | None) -> Table | str:
-    """The table of the final evaluation, or, for a run without one (`evaluate.enabled:
-    false`), one line that says so and where the final global weights are."""
+    """The table of the final evaluation, or, when no site evaluated the final model
+    (`evaluate.enabled: false`, or every site's evaluation failed), one line that says so and
+    where the final global weights are."""
     if metrics.get("sites"):
         return final_table(metrics)
     where = f": the final global weights are RUN_DIR/{checkpoint}" if checkpoint else ""
-    return f"no final evaluation in this run (evaluate.enabled is false){where}"
+    return f"no site evaluated the final model (evaluate.enabled is false or every site's evaluation failed){where}"
 
 
 def final_table(metrics: dict[str, Any]) -> Table:

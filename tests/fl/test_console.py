@@ -11,7 +11,7 @@ def test_a_run_without_final_evaluation_says_so_and_names_the_weights():
     metrics = {"rounds": 5, "phases": ["pretrain"], "sites": {}, "weighted": {}, "missing": []}
     line = final_summary(metrics, checkpoint="global/round-0005.safetensors")
     assert isinstance(line, str)
-    assert "evaluate.enabled is false" in line and "global/round-0005.safetensors" in line
+    assert "no site evaluated the final model" in line and "global/round-0005.safetensors" in line
 
 
 def test_a_run_with_final_evaluation_gets_one_row_per_site_and_the_weighted_row():
