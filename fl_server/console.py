@@ -51,7 +51,8 @@ def final_summary(metrics: dict[str, Any], *, checkpoint: str | None) -> Table |
     if metrics.get("sites"):
         return final_table(metrics)
     where = f": the final global weights are RUN_DIR/{checkpoint}" if checkpoint else ""
-    return f"no site evaluated the final model (evaluate.enabled is false or every site's evaluation failed){where}"
+    why = "evaluate.enabled is false or every site's evaluation failed"
+    return f"no site evaluated the final model ({why}){where}"
 
 
 def final_table(metrics: dict[str, Any]) -> Table:
