@@ -21,7 +21,11 @@ anyone evaluates a checkpoint on held-out data. Run `orthofed COMMAND --help` fo
 
 def build_app() -> typer.Typer:
     app = typer.Typer(
-        help=HELP, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
+        help=HELP,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode="markdown",
     )
     register_all(app)
     return app

@@ -23,7 +23,9 @@ def federate(
         ..., "--config", help="Experiment YAML, e.g. configs/experiments/demo.yaml."
     ),
     run_dir: Path | None = typer.Option(
-        None, "--run-dir", help="Where the run's files go (default runs/<experiment name>)."
+        None,
+        "--run-dir",
+        help="Where the run's files go (default: runs/ and the experiment's name).",
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue after the last completed round of --run-dir."

@@ -192,7 +192,9 @@ def submit(
     root_certificates: Path | None = typer.Option(None, "--root-certificates", help="ca.pem."),
     insecure: bool = typer.Option(False, "--insecure", help="The SuperLink runs without TLS."),
     run_dir: Path | None = typer.Option(
-        None, "--run-dir", help="Where the ServerApp writes the run (default runs/<name>)."
+        None,
+        "--run-dir",
+        help="Where the ServerApp writes the run (default: runs/ and the experiment's name).",
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue after the last completed round of --run-dir."

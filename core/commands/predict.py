@@ -15,7 +15,7 @@ PREDICT_HELP = (
     "A STUDY is a folder holding one exam's series: DICOM in any folder layout or NIfTI, "
     "exactly as `orthofed data check` reads a case (views from slice geometry). With --batch "
     "each STUDY is a folder of such study folders.\n\n"
-    "Writes, per study, OUT/<study>/prediction.json (joint; per label probability, threshold "
+    "Writes, per study, OUT/STUDY/prediction.json (joint; per label probability, threshold "
     "and decision = probability >= threshold; views used; warnings; where the thresholds "
     "came from) and report.html; for a knee model with a segmentation head also seg.nii.gz "
     "(label map on the original sagittal series' grid) and, for a DICOM series, seg.dcm (a "
@@ -51,7 +51,7 @@ def predict(
     out: Path = typer.Option(
         ...,
         "--out",
-        help="Output folder: OUT/<study>/ per study and OUT/summary.csv. Created if needed; "
+        help="Output folder: OUT/STUDY/ per study and OUT/summary.csv. Created if needed; "
         "an earlier prediction of the same study is replaced.",
     ),
     joint: str | None = typer.Option(

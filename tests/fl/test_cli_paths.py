@@ -118,3 +118,12 @@ def test_the_command_line_starts_without_torch():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
+
+
+def test_federate_help_explains_overrides_and_run_dir():
+    result = CliRunner().invoke(build_full_app(), ["federate", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    # click 8.5 drops the help text of Typer 0.20's positional arguments (pyproject pins <8.5)
+    assert "Dotted key=value overrides, e.g. pretrain.rounds=3." in text
+    assert "(default: runs/ and the experiment's name)" in text
