@@ -45,7 +45,7 @@ def _folds(cases: list, *, k: int) -> list[list]:
     return [ranked[i::k] for i in range(k)]
 
 
-def _models(init: Path, *, joint: str, taps: list[dict]):
+def _models(init: Path, *, joint: str, taps: list[dict], noise_draws: int = 1):
     from core.config import FeatureTap
     from core.models.loading import model_from_checkpoint
     from core.models.registry import build_model
@@ -53,6 +53,7 @@ def _models(init: Path, *, joint: str, taps: list[dict]):
     pretrained, checkpoint = model_from_checkpoint(init, joint=joint)
     config = copy.deepcopy(pretrained.config)
     config.features.taps = [FeatureTap(**t) for t in taps]
+    config.features.noise_draws = noise_draws
     ssl = build_model(config, joint=joint)
     ssl.backbone.load_state_dict(pretrained.backbone.state_dict())
     random = build_model(config, joint=joint)  # the initialisation pretraining started from
@@ -107,6 +108,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument(
+        "--noise-draws",
+        type=int,
+        default=1,
+        help="average each case's probe features over this many noise draws (model key "
+        "features.noise_draws; default 1)",
+    )
+    parser.add_argument(
         "--cnn-steps",
         type=int,
         default=0,
@@ -139,7 +147,12 @@ def main() -> None:
     rows, started = [], time.perf_counter()
     cnn_scores: dict[tuple, float | None] = {}  # (fraction, fold, seed): taps do not matter
     for taps_text in args.taps:
-        models, step = _models(args.init, joint=site.joint.value, taps=_parse_taps(taps_text))
+        models, step = _models(
+            args.init,
+            joint=site.joint.value,
+            taps=_parse_taps(taps_text),
+            noise_draws=args.noise_draws,
+        )
         for fraction in args.fractions:
             scores: dict[str, list[float]] = {"ssl": [], "random": [], "cnn": []}
             diffs, cnn_diffs = [], []

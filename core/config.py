@@ -170,6 +170,10 @@ class FeatureConfig:
 
     taps: list[FeatureTap] = field(default_factory=lambda: [FeatureTap()])
     seed: int = 0
+    # Classification features averaged over this many noise draws per case (draw 0 is the
+    # seed's own, so 1 reads exactly what checkpoints before this key read); averaging as in
+    # DIFT (Tang et al., 2023) shrinks the noise that t = 100 adds to small findings.
+    noise_draws: int = 1
 
 
 @dataclass

@@ -32,6 +32,13 @@ def case_seed(seed: int, case_id: str) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
+def draw_seeds(seeds: Sequence[int], *, draw: int) -> list[int]:
+    """The noise seeds of averaging draw `draw` (draw 0 is `seeds` itself)."""
+    if draw == 0:
+        return [int(s) for s in seeds]
+    return [case_seed(int(s), f"draw-{draw}") for s in seeds]
+
+
 def seeded_noise(shape: Sequence[int], *, seeds: Sequence[int]) -> torch.Tensor:
     """Standard normal noise (len(seeds), *shape), sample i drawn from seeds[i]."""
     return torch.stack(

@@ -71,6 +71,10 @@ def validate_model_config(config: ModelConfig) -> None:
     check_diffusion(config.diffusion)
     if not config.features.taps:
         raise ValueError("model.features.taps is empty: give at least one {timestep, block}")
+    if config.features.noise_draws < 1:
+        raise ValueError(
+            f"model.features.noise_draws: {config.features.noise_draws}; give 1 or more"
+        )
     if not 0 <= config.heads.seg_timestep < config.diffusion.num_train_timesteps:
         raise ValueError(
             f"model.heads.seg_timestep: {config.heads.seg_timestep} outside "

@@ -15,7 +15,7 @@ from torch import nn
 from core.config import ModelConfig
 from core.diffusion.ddpm import build_scheduler
 from core.models.backbone import block_channels, build_backbone, seg_taps
-from core.models.features import extract_taps, fuse, fused_channels
+from core.models.features import draw_seeds, extract_taps, fuse, fused_channels
 from core.models.heads import ClassificationHead, SegmentationHead
 from core.models.presets import validate_model_config
 from core.views import KNEE_STRUCTURES, LABELS, VIEWS, Joint, View, parse_joint
@@ -79,12 +79,21 @@ class OrthoModel(nn.Module):
 
         Classification and segmentation taps at the same timestep share one UNet pass.
         """
-        taps = list(self.config.features.taps)
-        if with_seg:
-            taps += seg_taps(self.config)
-        maps = extract_taps(self.backbone[str(view)], self.scheduler, clean, taps=taps, seeds=seeds)
-        n_cls = len(self.config.features.taps)
-        return fuse(maps[:n_cls]), (maps[n_cls:] if with_seg else None)
+        cls_taps = list(self.config.features.taps)
+        taps = cls_taps + (seg_taps(self.config) if with_seg else [])
+        unet = self.backbone[str(view)]
+        maps = extract_taps(unet, self.scheduler, clean, taps=taps, seeds=seeds)
+        n_cls = len(cls_taps)
+        cls_maps = maps[:n_cls]
+        draws = self.config.features.noise_draws
+        for draw in range(1, draws):
+            more = extract_taps(
+                unet, self.scheduler, clean, taps=cls_taps, seeds=draw_seeds(seeds, draw=draw)
+            )
+            cls_maps = [a + b for a, b in zip(cls_maps, more, strict=True)]
+        if draws > 1:
+            cls_maps = [m / draws for m in cls_maps]
+        return fuse(cls_maps), (maps[n_cls:] if with_seg else None)
 
     def classify(self, features: Mapping[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         return self.cls_head(features, present)

@@ -34,6 +34,9 @@ def test_digest_follows_backbone_weights_and_taps(tiny_config):
     other = copy.deepcopy(tiny_config)
     other.features.taps[0].timestep = 11
     assert feature_digest(build_model(other, joint="knee")) != feature_digest(a)
+    averaged = copy.deepcopy(tiny_config)
+    averaged.features.noise_draws = 2
+    assert feature_digest(build_model(averaged, joint="knee")) != feature_digest(a)
 
 
 @pytest.mark.parametrize("joint", [Joint.KNEE, Joint.ANKLE])
