@@ -91,9 +91,7 @@ class OrthoModel(nn.Module):
                 unet, self.scheduler, clean, taps=cls_taps, seeds=draw_seeds(seeds, draw=draw)
             )
             cls_maps = [a + b for a, b in zip(cls_maps, more, strict=True)]
-        if draws > 1:
-            cls_maps = [m / draws for m in cls_maps]
-        return fuse(cls_maps), (maps[n_cls:] if with_seg else None)
+        return fuse([m / draws for m in cls_maps]), (maps[n_cls:] if with_seg else None)
 
     def classify(self, features: Mapping[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         return self.cls_head(features, present)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from core.models.encode import encode_cases
+from core.models.features import draw_seeds, extract_taps, fuse
 from core.models.registry import build_model
 from core.views import Joint
 from tests.core.tiny_model import random_case
@@ -31,8 +32,6 @@ def test_training_batch_without_labels_encodes_the_segmentation_view_only(tiny_c
 
 @pytest.mark.parametrize("view", ["sagittal", "coronal", "axial"])
 def test_noise_draws_average_the_probe_features_and_leave_segmentation_alone(tiny_config, view):
-    from core.models.features import draw_seeds, extract_taps, fuse
-
     one = build_model(tiny_config, joint="knee").eval()
     config = copy.deepcopy(tiny_config)
     config.features.noise_draws = 3
