@@ -10,6 +10,7 @@ main federation run dir (whose report.html then shows it).
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import time
@@ -19,8 +20,8 @@ from typing import Any, TextIO
 from core.atomic import write_bytes_atomic, write_json_atomic
 from core.config import to_dict
 from core.reporting.federation_report import write_federation_report
-from reproduce import plan, plots, specs, tables
-from reproduce.cells import CellCache, run_cells
+from reproduce import parallel, plan, plots, specs, tables
+from reproduce.cells import CellCache, RunOutcome, run_cells
 from reproduce.config import KNEE, ReproduceConfig, fingerprint
 from reproduce.local import model_config
 from reproduce.sites import SiteCases, ensure_site
@@ -148,8 +149,46 @@ def write_outputs(
     return payload
 
 
-def run(*, config: ReproduceConfig, out: Path, command: str, stream: TextIO = sys.stdout) -> int:
-    """Run (or resume) the whole reproduction; 0 when every cell has a result."""
+def _run_parallel(
+    ctx: plan.Context, cells: list, *, jobs: int, out: Path, config_path: Path | None, log: Path
+) -> RunOutcome:
+    """The seeds in `jobs` pinned processes, then every cell read back from the cache: a cell
+    that a seed's process did not finish is reported failed here, not rerun in this process."""
+    if config_path is None:
+        raise ValueError("parallel seeds need the configuration file's path")
+    cache, stream = ctx.cache, sys.stdout
+    run_cells(plan.site_cells(ctx), cache=cache, out=stream, log=log)  # sites loaded once
+    before = {c.key for c in cells if cache.get(c.key) is not None}
+
+    def command(seed: int, cores: list[int]) -> list[str]:
+        return parallel.seed_command(
+            config_path=config_path, out=out, seeds=ctx.config.seeds, seed=seed, cores=cores
+        )
+
+    parallel.run_seeds(
+        seeds=list(range(ctx.config.seeds)), jobs=jobs, command=command, stream=stream
+    )
+    outcome = run_cells(cells, cache=cache, out=io.StringIO(), log=log, run_missing=False)
+    outcome.done = [k for k in outcome.cached if k not in before]
+    outcome.cached = [k for k in outcome.cached if k in before]
+    return outcome
+
+
+def run(
+    *,
+    config: ReproduceConfig,
+    out: Path,
+    command: str,
+    stream: TextIO = sys.stdout,
+    jobs: int = 1,
+    only_seed: int | None = None,
+    config_path: Path | None = None,
+) -> int:
+    """Run (or resume) the whole reproduction; 0 when every cell has a result. `jobs` > 1 runs
+    the seeds as that many parallel processes (reproduce/parallel.py; they need `config_path`);
+    `only_seed` is what such a process runs: that seed's cells, no tables."""
+    if only_seed is not None and not 0 <= only_seed < config.seeds:
+        raise ValueError(f"--only-seed {only_seed}: the run has seeds 0-{config.seeds - 1}")
     started = time.perf_counter()
     out = Path(out).resolve()  # cells record checkpoint paths: make them cwd-independent
     work = out / "reproduce"
@@ -163,8 +202,15 @@ def run(*, config: ReproduceConfig, out: Path, command: str, stream: TextIO = sy
         cache=cache,
         sites=SiteCases(folders, model_config=model_config(config.model)),
     )
+    log = work / "failures.log"
+    if only_seed is not None:
+        cells = plan.site_cells(ctx) + plan.seed_cells(ctx, only_seed)
+        return 1 if run_cells(cells, cache=cache, out=stream, log=log).failed else 0
     cells = plan.site_cells(ctx) + [c for s in range(config.seeds) for c in plan.seed_cells(ctx, s)]
-    outcome = run_cells(cells, cache=cache, out=stream, log=work / "failures.log")
+    if jobs > 1:
+        outcome = _run_parallel(ctx, cells, jobs=jobs, out=out, config_path=config_path, log=log)
+    else:
+        outcome = run_cells(cells, cache=cache, out=stream, log=log)
     results = {c.key: r for c in cells if (r := cache.get(c.key)) is not None}
     _seed_matrices(ctx, results)
     meta = {

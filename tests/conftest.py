@@ -3,16 +3,16 @@
 count): the longest files first, longest-processing-time-first, so that the workers end
 together on the many short tests instead of one waiting on a long file started last.
 The order is by measured minutes (`make test PYTEST_ADDOPTS=--durations=0`, summed per file,
-2-core machine, 2026-12): a Flower deployment, the simulation faults and soak, `reproduce
---quick`, the simulation contract, the hostile deployment, cross-site; then the rest of the
+2-core machine, 2026-12): a Flower deployment, `reproduce --quick`, the simulation faults and
+soak, the simulation contract, the hostile deployment, cross-site; then the rest of the
 Flower and reproduction tests, then everything else in collection order."""
 
 from __future__ import annotations
 
 LONGEST_FIRST = (
     "tests/fl/test_deployment.py",  # ~240 s of one worker
+    "tests/reproduce/test_quick_run.py",  # ~165 s (two runs, the second with 2 seeds in parallel)
     "tests/fl/test_simulation_faults.py",  # ~160 s
-    "tests/reproduce/test_quick_run.py",  # ~110 s
     "tests/fl/test_simulation.py",  # ~100 s
     "tests/fl/test_deployment_hostile.py",  # ~60 s
     "tests/fl/test_cross_site.py",  # ~50 s

@@ -1,5 +1,6 @@
 """End to end: `python -m reproduce --quick` (two real Flower federations, every row), then a
-rerun that finds every cell cached. About 2-2.5 minutes on one core."""
+rerun with a second seed as two parallel processes (`--jobs 2`): seed 0's process finds every
+cell cached, seed 1's runs its own. About 3 minutes of CPU."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from reproduce.config import load_reproduce_config
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _quick(out: Path) -> subprocess.CompletedProcess:
+def _quick(out: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
     return subprocess.run(
-        [sys.executable, "-m", "reproduce", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "reproduce", "--quick", "--out", str(out), *extra],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -58,8 +59,15 @@ def test_quick_run_fills_every_row_and_resumes(tmp_path):
     progress = [line for line in first.stdout.splitlines() if line.startswith("[")]
     assert len(progress) == len(payload["cells"]) and all("elapsed" in p for p in progress)
 
-    again = _quick(out)
-    assert again.returncode == 0, again.stderr[-3000:]
+    again = _quick(out, "--seeds", "2", "--jobs", "2")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     lines = [line for line in again.stdout.splitlines() if line.startswith("[")]
-    assert lines and all(": cached (" in line for line in lines)
-    assert json.loads((out / "reproduce.json").read_text())["cells_run"] == 0
+    seed0 = [line for line in lines if "] s0." in line]
+    seed1 = [line for line in lines if "] s1." in line]
+    assert seed0 and all(": cached (" in line for line in seed0)  # resumed, nothing redone
+    assert seed1 and not any(": cached (" in line for line in seed1)
+    assert again.stdout.count("started on core(s)") == 2
+    second = json.loads((out / "reproduce.json").read_text())
+    assert second["failed"] == {} and second["cells_run"] == len(seed1)
+    assert second["cells_cached"] == len(payload["cells"])
+    assert any(r["n_seeds"] == 2 for r in second["table"] if r["row"] == "1")

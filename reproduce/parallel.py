@@ -1,0 +1,177 @@
+"""Seeds as parallel processes: `python -m reproduce --jobs N`.
+
+The cells of one seed never need another seed's (plan.seed_cells), so seeds can run side by
+side, each in its own `python -m reproduce --only-seed K` process pinned to its own share of
+the cores (`--cores`), writing its finished cells into the same cache; the parent then reads
+every cell from the cache and writes the tables. Pinning matters on a small machine: one
+process per core was measured faster than one process on both cores (the tiny UNets'
+operations are too small to keep two threads busy; see README "Reproducing the paper's
+claims"), and the federations' `orthofed federate` subprocesses and their Ray workers inherit
+the pin, so each seed's threads stay on its own cores.
+
+Nothing here is a scheduler library's job: the unit is a whole seed (tens of minutes), the
+queue is at most a few seeds long, and the cache already makes every process resumable.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from core.device import available_cores
+
+REPO = Path(__file__).resolve().parents[1]
+POLL_S = 1.0
+
+
+def parse_jobs(value: str) -> int | str:
+    """`--jobs`: a positive count or `auto` (one process per core, at most one per seed)."""
+    if value == "auto":
+        return value
+    try:
+        jobs = int(value)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise ValueError(f"--jobs {value!r}: give a positive number of processes, or 'auto'")
+    return jobs
+
+
+def resolve_jobs(jobs: int | str, *, seeds: int, cores: int) -> int:
+    """How many seed processes to run at once: never more than the seeds or the cores."""
+    wanted = cores if jobs == "auto" else int(jobs)
+    return max(1, min(wanted, seeds, cores))
+
+
+def parse_cores(value: str) -> list[int]:
+    """`--cores 0,1`: the CPU ids this process is pinned to."""
+    try:
+        cores = sorted({int(part) for part in value.split(",") if part.strip()})
+    except ValueError:
+        cores = []
+    if not cores or min(cores) < 0:
+        raise ValueError(f"--cores {value!r}: give CPU ids separated by commas, e.g. 0,1")
+    return cores
+
+
+def pin_to(cores: Sequence[int]) -> None:
+    """Pin this process (and what it starts later) to `cores`, and size OpenMP on them; call
+    before torch is imported. Where the OS cannot pin (no sched_setaffinity), only the thread
+    count is set."""
+    if hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(0, set(cores))
+        except OSError as err:
+            cores_text = ",".join(map(str, cores))
+            raise ValueError(f"--cores {cores_text}: cannot pin here ({err})") from None
+    os.environ["OMP_NUM_THREADS"] = str(len(cores))
+
+
+def core_groups(cores: Sequence[int], jobs: int) -> list[list[int]]:
+    """`cores` split into `jobs` contiguous groups whose sizes differ by at most one."""
+    cores = sorted(cores)
+    jobs = max(1, min(jobs, len(cores)))
+    size, extra = divmod(len(cores), jobs)
+    groups, start = [], 0
+    for index in range(jobs):
+        end = start + size + (1 if index < extra else 0)
+        groups.append(cores[start:end])
+        start = end
+    return groups
+
+
+def usable_cores() -> list[int]:
+    """The CPU ids this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(available_cores()))
+
+
+@dataclass
+class SeedProcess:
+    seed: int
+    cores: list[int]
+    process: subprocess.Popen
+
+
+def seed_command(*, config_path: Path, out: Path, seeds: int, seed: int, cores: list[int]):
+    """The child's command line: the same config and work folder, one seed, pinned."""
+    return [
+        sys.executable,
+        "-m",
+        "reproduce",
+        "--config",
+        str(config_path),
+        "--out",
+        str(out),
+        "--seeds",
+        str(seeds),
+        "--only-seed",
+        str(seed),
+        "--cores",
+        ",".join(map(str, cores)),
+    ]
+
+
+def _start(seed: int, cores: list[int], *, command, stream: TextIO) -> SeedProcess:
+    print(f"seed {seed}: started on core(s) {','.join(map(str, cores))}", file=stream, flush=True)
+    # Its own session, so that stopping the seed stops its federations' subprocesses with it
+    # (killpg); its progress lines go to the parent's stdout (each names its seed: sK.<cell>).
+    process = subprocess.Popen(command(seed, cores), cwd=REPO, start_new_session=True)
+    return SeedProcess(seed=seed, cores=cores, process=process)
+
+
+def _stop(children: list[SeedProcess]) -> None:
+    """SIGTERM to each child's process group, then SIGKILL to what is left after 30 s."""
+    for child in children:
+        _signal_group(child.process, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    for child in children:
+        try:
+            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(child.process, signal.SIGKILL)
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_seeds(*, seeds: list[int], jobs: int, command, stream: TextIO) -> dict[int, int]:
+    """Run `command(seed, cores)` for every seed, at most `jobs` at once, each on its own core
+    group (a finished seed hands its group to the next); returns each seed's exit code. A
+    signal or an error here stops every child before it propagates: no seed is left running
+    unseen (each keeps its finished cells in the cache, so a rerun resumes)."""
+    free, queue = core_groups(usable_cores(), jobs), list(seeds)
+    running: list[SeedProcess] = []
+    codes: dict[int, int] = {}
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        while queue or running:
+            while queue and free:
+                running.append(_start(queue.pop(0), free.pop(0), command=command, stream=stream))
+            time.sleep(POLL_S)
+            for child in [c for c in running if c.process.poll() is not None]:
+                running.remove(child)
+                free.append(child.cores)
+                codes[child.seed] = child.process.returncode
+                print(f"seed {child.seed}: exited {codes[child.seed]}", file=stream, flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _stop(running)
+    return codes
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

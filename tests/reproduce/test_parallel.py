@@ -1,0 +1,103 @@
+"""Seeds as parallel pinned processes (reproduce/parallel.py): core groups, the --jobs/--cores
+arguments, and run_seeds with real child processes that report their own pin."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from reproduce import parallel
+from reproduce.__main__ import main
+
+
+@pytest.mark.parametrize(
+    ("cores", "jobs", "expected"),
+    [
+        ([0, 1], 2, [[0], [1]]),
+        ([0, 1], 1, [[0, 1]]),
+        ([0, 1], 5, [[0], [1]]),
+        ([3, 1, 2, 0, 4], 2, [[0, 1, 2], [3, 4]]),
+        (list(range(16)), 3, [list(range(6)), list(range(6, 11)), list(range(11, 16))]),
+    ],
+)
+def test_core_groups_split_every_core_once_evenly(cores, jobs, expected):
+    groups = parallel.core_groups(cores, jobs)
+    assert groups == expected
+    assert sorted(c for g in groups for c in g) == sorted(cores)
+
+
+@pytest.mark.parametrize(
+    ("jobs", "seeds", "cores", "expected"),
+    [("auto", 3, 2, 2), ("auto", 3, 16, 3), (4, 3, 16, 3), (2, 3, 1, 1), (1, 3, 16, 1)],
+)
+def test_resolve_jobs_never_exceeds_seeds_or_cores(jobs, seeds, cores, expected):
+    assert parallel.resolve_jobs(jobs, seeds=seeds, cores=cores) == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", ""])
+def test_bad_jobs_is_one_line(value, capsys):
+    assert main(["--jobs", value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --jobs {value!r}") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("value", ["a,b", "", "-1"])
+def test_bad_cores_is_one_line(value, capsys):
+    assert main(["--cores", value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --cores {value!r}") and err.count("\n") == 1
+
+
+def test_only_seed_outside_the_run_is_refused_before_any_work(tmp_path, capsys):
+    assert main(["--quick", "--only-seed", "1", "--out", str(tmp_path / "r")]) == 2
+    assert "error: --only-seed 1: the run has seeds 0-0" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+REPORT_PIN = """
+import json, os, sys
+from reproduce import parallel
+parallel.pin_to(parallel.parse_cores(sys.argv[2]))
+seed = int(sys.argv[1])
+report = {"cores": sorted(os.sched_getaffinity(0)), "omp": os.environ["OMP_NUM_THREADS"]}
+with open(sys.argv[3] + f"/seed-{seed}.json", "w") as handle:
+    json.dump(report, handle)
+sys.exit(seed)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="pinning needs Linux")
+def test_run_seeds_pins_each_child_to_its_own_group_and_queues_the_rest(tmp_path):
+    mine = parallel.usable_cores()
+    jobs = min(2, len(mine))
+
+    def command(seed: int, cores: list[int]) -> list[str]:
+        pin = ",".join(map(str, cores))
+        return [sys.executable, "-c", REPORT_PIN, str(seed), pin, str(tmp_path)]
+
+    stream = io.StringIO()
+    codes = parallel.run_seeds(seeds=[0, 1, 2], jobs=jobs, command=command, stream=stream)
+    assert codes == {0: 0, 1: 1, 2: 2}  # every seed ran once, its own exit code kept
+    groups = parallel.core_groups(mine, jobs)
+    seen = [json.loads((tmp_path / f"seed-{s}.json").read_text()) for s in range(3)]
+    for report in seen:
+        assert report["cores"] in groups and report["omp"] == str(len(report["cores"]))
+    if jobs == 2:  # the first two ran side by side on disjoint groups
+        assert seen[0]["cores"] != seen[1]["cores"]
+    text = stream.getvalue()
+    assert text.count("started on core(s)") == 3 and "seed 2: exited 2" in text
+
+
+def test_seed_command_names_the_same_config_and_work_folder():
+    command = parallel.seed_command(
+        config_path=Path("/c/r.yaml"), out=Path("/o"), seeds=3, seed=1, cores=[2, 3]
+    )
+    assert command[1:] == [
+        "-m", "reproduce", "--config", "/c/r.yaml", "--out", "/o", "--seeds", "3",
+        "--only-seed", "1", "--cores", "2,3",
+    ]  # fmt: skip
