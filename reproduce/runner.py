@@ -21,7 +21,7 @@ from core.atomic import write_bytes_atomic, write_json_atomic
 from core.config import to_dict
 from core.reporting.federation_report import write_federation_report
 from reproduce import parallel, plan, plots, specs, tables
-from reproduce.cells import CellCache, RunOutcome, run_cells
+from reproduce.cells import Cell, CellCache, RunOutcome, run_cells
 from reproduce.config import KNEE, ReproduceConfig, fingerprint
 from reproduce.local import model_config
 from reproduce.sites import SiteCases, ensure_site
@@ -150,13 +150,20 @@ def write_outputs(
 
 
 def _run_parallel(
-    ctx: plan.Context, cells: list, *, jobs: int, out: Path, config_path: Path | None, log: Path
+    ctx: plan.Context,
+    cells: list[Cell],
+    *,
+    jobs: int,
+    out: Path,
+    config_path: Path | None,
+    log: Path,
+    stream: TextIO,
 ) -> RunOutcome:
     """The seeds in `jobs` pinned processes, then every cell read back from the cache: a cell
     that a seed's process did not finish is reported failed here, not rerun in this process."""
     if config_path is None:
         raise ValueError("parallel seeds need the configuration file's path")
-    cache, stream = ctx.cache, sys.stdout
+    cache = ctx.cache
     run_cells(plan.site_cells(ctx), cache=cache, out=stream, log=log)  # sites loaded once
     before = {c.key for c in cells if cache.get(c.key) is not None}
 
@@ -208,7 +215,9 @@ def run(
         return 1 if run_cells(cells, cache=cache, out=stream, log=log).failed else 0
     cells = plan.site_cells(ctx) + [c for s in range(config.seeds) for c in plan.seed_cells(ctx, s)]
     if jobs > 1:
-        outcome = _run_parallel(ctx, cells, jobs=jobs, out=out, config_path=config_path, log=log)
+        outcome = _run_parallel(
+            ctx, cells, jobs=jobs, out=out, config_path=config_path, log=log, stream=stream
+        )
     else:
         outcome = run_cells(cells, cache=cache, out=stream, log=log)
     results = {c.key: r for c in cells if (r := cache.get(c.key)) is not None}
