@@ -37,9 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--jobs",
         default="1",
-        help="seeds run as this many parallel processes, each pinned to its share of the "
-        "cores ('auto': one per core, at most one per seed; default 1). On the 2-core machine "
-        "two single-core processes did more work than one process on both cores",
+        help="run the seeds as this many parallel processes at a time, each pinned to its "
+        "share of the cores ('auto': one per core, at most one per seed; default 1). On the "
+        "2-core machine two single-core seeds did 1.4x the work of one seed on both cores",
     )
     parser.add_argument(
         "--only-seed",

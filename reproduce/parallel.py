@@ -149,24 +149,28 @@ def _signal_group(process: subprocess.Popen, signum: int) -> None:
 
 
 def run_seeds(*, seeds: list[int], jobs: int, command, stream: TextIO) -> dict[int, int]:
-    """Run `command(seed, cores)` for every seed, at most `jobs` at once, each on its own core
-    group (a finished seed hands its group to the next); returns each seed's exit code. A
-    signal or an error here stops every child before it propagates: no seed is left running
-    unseen (each keeps its finished cells in the cache, so a rerun resumes)."""
-    free, queue = core_groups(usable_cores(), jobs), list(seeds)
+    """Run `command(seed, cores)` for every seed in waves of at most `jobs`, each wave's seeds
+    on their own groups of all the cores; returns each seed's exit code. Waves rather than a
+    queue: with 3 seeds on 2 cores the third then gets both cores instead of one while the
+    other idles. A signal or an error here stops every child before it propagates: no seed is
+    left running unseen (each keeps its finished cells in the cache, so a rerun resumes)."""
+    queue, codes = list(seeds), {}
     running: list[SeedProcess] = []
-    codes: dict[int, int] = {}
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        while queue or running:
-            while queue and free:
-                running.append(_start(queue.pop(0), free.pop(0), command=command, stream=stream))
-            time.sleep(POLL_S)
-            for child in [c for c in running if c.process.poll() is not None]:
-                running.remove(child)
-                free.append(child.cores)
-                codes[child.seed] = child.process.returncode
-                print(f"seed {child.seed}: exited {codes[child.seed]}", file=stream, flush=True)
+        while queue:
+            wave, queue = queue[:jobs], queue[jobs:]
+            groups = core_groups(usable_cores(), len(wave))
+            running = [
+                _start(seed, cores, command=command, stream=stream)
+                for seed, cores in zip(wave, groups, strict=True)
+            ]
+            while running:
+                time.sleep(POLL_S)
+                for child in [c for c in running if c.process.poll() is not None]:
+                    running.remove(child)
+                    codes[child.seed] = child.process.returncode
+                    print(f"seed {child.seed}: exited {codes[child.seed]}", file=stream, flush=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
         _stop(running)
