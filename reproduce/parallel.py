@@ -3,14 +3,14 @@
 The cells of one seed never need another seed's (plan.seed_cells), so seeds can run side by
 side, each in its own `python -m reproduce --only-seed K` process pinned to its own share of
 the cores (`--cores`), writing its finished cells into the same cache; the parent then reads
-every cell from the cache and writes the tables. Pinning matters on a small machine: one
-process per core was measured faster than one process on both cores (the tiny UNets'
-operations are too small to keep two threads busy; see README "Reproducing the paper's
-claims"), and the federations' `orthofed federate` subprocesses and their Ray workers inherit
-the pin, so each seed's threads stay on its own cores.
+every cell from the cache and writes the tables. On the 2-core machine two single-core seeds
+did 1.28x the work of one seed on both cores (README "Reproducing the paper's claims"; our
+guess at why: the tiny UNets' operations are too small to keep two threads busy). The
+federations' `orthofed federate` subprocesses and their Ray workers inherit the pin, so each
+seed's threads stay on its own cores.
 
-Nothing here is a scheduler library's job: the unit is a whole seed (tens of minutes), the
-queue is at most a few seeds long, and the cache already makes every process resumable.
+Nothing here is a scheduler library's job: the unit is a whole seed (tens of minutes), there
+are a few seeds, and the cache already makes every process resumable.
 """
 
 from __future__ import annotations

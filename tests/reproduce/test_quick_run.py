@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core.device import available_cores
 from core.reporting.federation_run import load_cross_site
 from reproduce import specs
 from reproduce.config import load_reproduce_config
@@ -66,7 +67,8 @@ def test_quick_run_fills_every_row_and_resumes(tmp_path):
     seed1 = [line for line in lines if "] s1." in line]
     assert seed0 and all(": cached (" in line for line in seed0)  # resumed, nothing redone
     assert seed1 and not any(": cached (" in line for line in seed1)
-    assert again.stdout.count("started on core(s)") == 2
+    # one process per seed where there are 2 cores; on a 1-core machine --jobs 2 runs them in turn
+    assert again.stdout.count("started on core(s)") == (2 if available_cores() >= 2 else 0)
     second = json.loads((out / "reproduce.json").read_text())
     assert second["failed"] == {} and second["cells_run"] == len(seed1)
     assert second["cells_cached"] == len(payload["cells"])
