@@ -93,16 +93,10 @@ class RunOutcome:
 
 
 def run_cells(
-    cells: list[Cell],
-    *,
-    cache: CellCache,
-    out: TextIO = sys.stdout,
-    log: Path | None = None,
-    run_missing: bool = True,
+    cells: list[Cell], *, cache: CellCache, out: TextIO = sys.stdout, log: Path | None = None
 ) -> RunOutcome:
     """Run every cell not cached yet, in order; failures are recorded (with the traceback in
-    `log` when given) and skip the cells that need them. With `run_missing` false nothing runs:
-    a cell without a cached result is recorded as failed (what parallel seeds' parent reads)."""
+    `log` when given) and skip the cells that need them."""
     started, outcome, width = time.perf_counter(), RunOutcome(), len(str(len(cells)))
     for number, cell in enumerate(cells, start=1):
         prefix = f"[{number:{width}d}/{len(cells)}] {cell.key}"
@@ -115,10 +109,6 @@ def run_cells(
         if missing:
             outcome.failed[cell.key] = f"skipped: needs {', '.join(missing)}"
             print(f"{prefix}: skipped (needs {', '.join(missing)})", file=out, flush=True)
-            continue
-        if not run_missing:
-            outcome.failed[cell.key] = "not finished by its seed's process (see failures.log)"
-            print(f"{prefix}: not finished", file=out, flush=True)
             continue
         begin = time.perf_counter()
         try:

@@ -97,7 +97,6 @@ def usable_cores() -> list[int]:
 @dataclass
 class SeedProcess:
     seed: int
-    cores: list[int]
     process: subprocess.Popen
 
 
@@ -125,7 +124,7 @@ def _start(seed: int, cores: list[int], *, command, stream: TextIO) -> SeedProce
     # Its own session, so that stopping the seed stops its federations' subprocesses with it
     # (killpg); its progress lines go to the parent's stdout (each names its seed: sK.<cell>).
     process = subprocess.Popen(command(seed, cores), cwd=REPO, start_new_session=True)
-    return SeedProcess(seed=seed, cores=cores, process=process)
+    return SeedProcess(seed=seed, process=process)
 
 
 def _stop(children: list[SeedProcess]) -> None:
