@@ -74,6 +74,9 @@ class FederationSpec:
     finetune_epochs: int = 5  # local epochs per round (linear probe, as client DP needs)
     finetune_batch: int = 8
     finetune_lr: float = 2e-3
+    # A floor in optimizer steps per round (the experiment's finetune.train.min_steps, DP-SGD
+    # rounds included; 0 = epochs alone): 5 epochs of ~5 batches are ~25 steps a round.
+    finetune_min_steps: int = 0
 
 
 @dataclass
@@ -138,7 +141,7 @@ def _check_positive(**values: float) -> None:
 
 
 # Keys that may be 0 (or are not numbers): checked on their own in `validate`.
-NOT_POSITIVE = ("pretrain_lr_schedule", "pretrain_warmup_steps", "min_steps")
+NOT_POSITIVE = ("pretrain_lr_schedule", "pretrain_warmup_steps", "min_steps", "finetune_min_steps")
 
 
 def _positives(section: str, values: object) -> dict[str, float]:
@@ -156,6 +159,7 @@ def validate(config: ReproduceConfig) -> ReproduceConfig:
         )
     for name, value in (
         ("federation.pretrain_warmup_steps", fed.pretrain_warmup_steps),
+        ("federation.finetune_min_steps", fed.finetune_min_steps),
         ("finetune.min_steps", ft.min_steps),
     ):
         if value < 0:
@@ -203,4 +207,6 @@ def fingerprint(config: ReproduceConfig) -> str:
     for name in ("seeds", "label_fractions"):
         data.pop(name)
     data["privacy"].pop("epsilons")
+    if not data["federation"]["finetune_min_steps"]:  # added later; at 0 it changes nothing,
+        data["federation"].pop("finetune_min_steps")  # so earlier caches stay valid
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]

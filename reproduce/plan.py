@@ -26,7 +26,7 @@ from typing import Any
 from reproduce import federations, local, specs
 from reproduce.baseline_cells import detection_baseline_cells, segmentation_baseline_cells
 from reproduce.cells import Cell, CellCache
-from reproduce.config import KNEE, ReproduceConfig
+from reproduce.config import KNEE, FederationSpec, ReproduceConfig
 from reproduce.privacy import client_dp as dp_settings
 from reproduce.sites import SiteCases, counts
 
@@ -231,16 +231,22 @@ def transfer_cells(ctx: Context, seed: int) -> list[Cell]:
     return cells
 
 
-def federation_value_cells(ctx: Context, seed: int) -> list[Cell]:
-    fed, knee = ctx.config.federation, ctx.knee_sites()
-    local_steps = fed.pretrain_rounds * fed.pretrain_steps
-    train = {
+def federation_compute(fed: FederationSpec) -> dict[str, Any]:
+    """Row 2's local and centralized fine-tuning: the federation's epochs and its per-round
+    step floor, over all its rounds."""
+    return {
         "mode": "linear",
         "epochs": fed.finetune_rounds * fed.finetune_epochs,
         "batch_size": fed.finetune_batch,
         "lr": fed.finetune_lr,
-        "min_steps": 0,  # the federation's compute: its epochs, no floor
+        "min_steps": fed.finetune_rounds * fed.finetune_min_steps,
     }
+
+
+def federation_value_cells(ctx: Context, seed: int) -> list[Cell]:
+    fed, knee = ctx.config.federation, ctx.knee_sites()
+    local_steps = fed.pretrain_rounds * fed.pretrain_steps
+    train = federation_compute(fed)
     cells = []
     for site in knee:
         cells.append(

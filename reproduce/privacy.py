@@ -3,12 +3,13 @@
 `client_dp.target_epsilon` is a per-round target, so a federation of several rounds would
 spend more. Here the noise multiplier is chosen for the whole plan instead: each site's
 history (pretraining: `steps` per trained view per round at q = batch / that view's training
-volumes; fine-tuning, linear: epochs x ceil(1/q) steps per round at q = batch / annotated
-training cases) is composed, and sigma is the smallest (bisection, conservative side) whose
-worst site stays at or under the target. With the RDP accountant the search uses integer
-Renyi orders only (Opacus's fractional orders cost ~0.5 s per evaluation): an upper bound of
-what the sites' accountant (more orders) will count, so the epsilon actually spent is at most
-the target (typically a few percent under it; the run records the spent value).
+volumes; fine-tuning, linear: epochs x ceil(1/q) steps per round, at least
+`finetune_min_steps`, at q = batch / annotated training cases) is composed, and sigma is the
+smallest (bisection, conservative side) whose worst site stays at or under the target. With
+the RDP accountant the search uses integer Renyi orders only (Opacus's fractional orders cost
+~0.5 s per evaluation): an upper bound of what the sites' accountant (more orders) will count,
+so the epsilon actually spent is at most the target (typically a few percent under it; the
+run records the spent value).
 The budget guard `max_epsilon` is set just above the target: a planning error shows up as a
 refused round, never as a silently larger epsilon.
 """
@@ -48,7 +49,10 @@ def site_history(
     annotated = sum(1 for c in train if c.labels is not None or c.mask is not None)
     if annotated:
         rate = sample_rate(batch_size=fed.finetune_batch, cases=annotated)
-        steps = dp_steps(epochs=fed.finetune_epochs, rate=rate) * fed.finetune_rounds
+        per_round = dp_steps(
+            epochs=fed.finetune_epochs, rate=rate, min_steps=fed.finetune_min_steps
+        )
+        steps = per_round * fed.finetune_rounds
         entries.append((sigma, rate, steps))
     return merge_history(entries)
 

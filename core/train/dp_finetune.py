@@ -51,9 +51,10 @@ from core.train.privacy import (
 from core.train.proximal import attach_proximal_term
 
 
-def dp_steps(*, epochs: int, rate: float) -> int:
-    """Steps for `epochs` passes in expectation: epochs x 1/q."""
-    return max(1, epochs * math.ceil(1.0 / rate))
+def dp_steps(*, epochs: int, rate: float, min_steps: int = 0) -> int:
+    """Steps for `epochs` passes in expectation (epochs x 1/q), at least `min_steps`: the same
+    floor `train.min_steps` sets without DP, so small label sets train as long with DP on."""
+    return max(1, epochs * math.ceil(1.0 / rate), min_steps)
 
 
 def _per_case_gradients(
@@ -117,7 +118,7 @@ def finetune_privately(
     refuse_bf16_with_dp(config.precision)
     chosen = select_training_cases(cases, model=model, config=config, subset_seed=subset_seed)
     rate = sample_rate(batch_size=config.batch_size, cases=len(chosen))
-    steps = dp_steps(epochs=config.epochs, rate=rate)
+    steps = dp_steps(epochs=config.epochs, rate=rate, min_steps=config.min_steps)
     entries = round_entries(rates=[rate], steps=steps, config=dp)
     budget = SiteBudget.load(state_dir, config=dp)
     refused = budget.refusal(entries, max_epsilon=dp.max_epsilon)

@@ -62,6 +62,17 @@ def test_site_history_counts_views_and_finetune_steps():
     assert any(q == pytest.approx(4 / 6) for _, q, _ in two_views)
 
 
+def test_site_history_takes_the_per_round_finetune_floor():
+    config = load_reproduce_config(quick=True)
+    fed, cases = config.federation, _cases(9)
+    rate = 4 / 6  # fine-tuning batch 4 (or more) over 6 training cases
+    plain = dict((q, n) for _, q, n in privacy.site_history(cases, sigma=1.0, fed=fed))
+    fed.finetune_min_steps = 50
+    floored = dict((q, n) for _, q, n in privacy.site_history(cases, sigma=1.0, fed=fed))
+    finetune_q = next(q for q in floored if q == pytest.approx(rate))
+    assert plain[finetune_q] < 50 * fed.finetune_rounds == floored[finetune_q]
+
+
 def test_experiment_is_accepted_by_the_federation_schema(tmp_path):
     config = load_reproduce_config(quick=True)
     sites = [tmp_path / "knee-3t", tmp_path / "knee-15t"]
@@ -82,6 +93,7 @@ def test_experiment_is_accepted_by_the_federation_schema(tmp_path):
     assert exp.pretrain.train.lr_schedule == fed.pretrain_lr_schedule
     assert exp.pretrain.train.warmup_steps == fed.pretrain_warmup_steps
     assert exp.finetune.train.lr == fed.finetune_lr
+    assert exp.finetune.train.min_steps == fed.finetune_min_steps
 
 
 def test_site_generated_once_reused_and_pooled_with_unique_ids(tmp_path):

@@ -51,6 +51,7 @@ def test_unknown_key_is_rejected(tmp_path):
         ("federation: {pretrain_warmup_steps: -1}", "pretrain_warmup_steps"),
         ("federation: {finetune_lr: 0}", "finetune_lr"),
         ("finetune: {min_steps: -5}", "min_steps"),
+        ("federation: {finetune_min_steps: -1}", "federation.finetune_min_steps"),
         ("finetune: {lr: -1}", "finetune.lr"),
     ],
 )
@@ -67,6 +68,11 @@ def test_fingerprint_ignores_what_cell_keys_carry(tmp_path):
     more.label_fractions = [*more.label_fractions, 0.25]
     more.privacy.epsilons = [*more.privacy.epsilons, 1.0]
     assert fingerprint(more) == fingerprint(base)
+    more.federation.finetune_min_steps = 0  # a key added later, at its no-op value
+    assert fingerprint(more) == fingerprint(base)
+    more.federation.finetune_min_steps = 30
+    assert fingerprint(more) != fingerprint(base)
+    more.federation.finetune_min_steps = 0
     more.federation.pretrain_steps += 1
     assert fingerprint(more) != fingerprint(base)
 
@@ -98,3 +104,12 @@ def test_local_fine_tuning_takes_the_configured_lr_and_step_floor():
         train = plan._method_train(ctx, method, 0.1)
         assert (train["lr"], train["min_steps"]) == (config.finetune.lr, config.finetune.min_steps)
     assert (config.finetune.lr, config.finetune.min_steps) == (5e-3, 400)  # the measured defaults
+
+
+def test_local_only_baselines_get_the_federation_floor_over_all_rounds():
+    from reproduce import plan
+
+    fed = load_reproduce_config(quick=True).federation
+    assert plan.federation_compute(fed)["min_steps"] == 0
+    fed.finetune_min_steps = 30
+    assert plan.federation_compute(fed)["min_steps"] == 30 * fed.finetune_rounds

@@ -1,6 +1,7 @@
 """Client DP-SGD fine-tuning (linear mode): per-case clipping, budget spending and refusal."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -83,6 +84,27 @@ def test_private_finetuning_trains_heads_and_spends_the_budget(tiny_config, knee
     expected = epsilon_of([(1.0, rate, steps)], accountant="rdp", delta=DP.delta)
     assert private.metrics["epsilon"] == pytest.approx(expected)
     assert private.metrics["dp_steps"] == steps
+
+
+@pytest.mark.parametrize(("min_steps", "expected"), [(0, 8), (5, 8), (11, 11)])
+def test_dp_steps_take_the_step_floor(min_steps, expected):
+    assert dp_steps(epochs=2, rate=0.25, min_steps=min_steps) == expected
+
+
+def test_private_finetuning_trains_and_spends_at_least_the_step_floor(
+    tiny_config, knee_cases, tmp_path
+):
+    model = build_model(tiny_config, joint="knee", seed=0)
+    plain = dp_steps(epochs=CONFIG.epochs, rate=min(1.0, CONFIG.batch_size / len(knee_cases)))
+    floored = replace(CONFIG, min_steps=plain + 3)
+    private, result = finetune_privately(
+        model, knee_cases, config=floored, dp=DP, state_dir=tmp_path, index=1, site_id="knee-a"
+    )
+    assert result is not None and not private.refused
+    rate = min(1.0, CONFIG.batch_size / result.num_examples)
+    budget = json.loads((tmp_path / BUDGET_FILE).read_text())
+    assert budget["history"] == [[1.0, rate, floored.min_steps]]
+    assert private.metrics["dp_steps"] == floored.min_steps
 
 
 def test_exhausted_budget_refuses_without_training(tiny_config, knee_cases, tmp_path):
