@@ -150,7 +150,7 @@ def write_outputs(
 
 def _run_parallel(
     ctx: plan.Context,
-    cells: list[Cell],
+    per_seed: dict[int, list[Cell]],
     *,
     jobs: int,
     out: Path,
@@ -159,21 +159,27 @@ def _run_parallel(
     stream: TextIO,
 ) -> RunOutcome:
     """The seeds in `jobs` pinned processes, then every cell read back from the cache: a cell
-    that a seed's process did not finish is reported failed here, not rerun in this process."""
+    that a seed's process did not finish is reported failed here, not rerun in this process.
+    A seed whose cells are all cached starts no process: it would hold its cores for nothing
+    while the next wave waits (a rerun that adds seeds 1-2 to a cached seed 0 would run seed
+    1 on one core beside an idle one, then seed 2)."""
     if config_path is None:
         raise ValueError("parallel seeds need the configuration file's path")
     cache = ctx.cache
-    run_cells(plan.site_cells(ctx), cache=cache, out=stream, log=log)  # sites loaded once
+    sites = plan.site_cells(ctx)
+    run_cells(sites, cache=cache, out=stream, log=log)  # sites loaded once
+    cells = sites + [c for seed_cells in per_seed.values() for c in seed_cells]
     before = {c.key for c in cells if cache.get(c.key) is not None}
+    pending = [
+        s for s, seed_cells in per_seed.items() if any(c.key not in before for c in seed_cells)
+    ]
 
     def command(seed: int, cores: list[int]) -> list[str]:
         return parallel.seed_command(
             config_path=config_path, out=out, seeds=ctx.config.seeds, seed=seed, cores=cores
         )
 
-    parallel.run_seeds(
-        seeds=list(range(ctx.config.seeds)), jobs=jobs, command=command, stream=stream
-    )
+    parallel.run_seeds(seeds=pending, jobs=jobs, command=command, stream=stream)
     outcome = RunOutcome()
     for cell in cells:
         if cache.get(cell.key) is None:
@@ -215,10 +221,11 @@ def run(
     if only_seed is not None:
         cells = plan.site_cells(ctx) + plan.seed_cells(ctx, only_seed)
         return 1 if run_cells(cells, cache=cache, out=stream, log=log).failed else 0
-    cells = plan.site_cells(ctx) + [c for s in range(config.seeds) for c in plan.seed_cells(ctx, s)]
+    per_seed = {s: plan.seed_cells(ctx, s) for s in range(config.seeds)}
+    cells = plan.site_cells(ctx) + [c for s in per_seed for c in per_seed[s]]
     if jobs > 1:
         outcome = _run_parallel(
-            ctx, cells, jobs=jobs, out=out, config_path=config_path, log=log, stream=stream
+            ctx, per_seed, jobs=jobs, out=out, config_path=config_path, log=log, stream=stream
         )
     else:
         outcome = run_cells(cells, cache=cache, out=stream, log=log)
