@@ -8,11 +8,14 @@ another phantom seed, never used by the reproduction: their held-out split serve
 validation split, and the reproduction's own held-out split is never read. Per seed it
 pretrains once, then fine-tunes from that pretrained global model once per floor
 (`federation.finetune_min_steps`, the experiment's `finetune.train.min_steps`) and records each
-site's macro AUC and mean Dice, with the fine-tuning rounds' wall time. Client DP is off: a
-floor also raises the noise a DP federation needs for the same epsilon, not measured here.
+site's macro AUC and mean Dice, with the fine-tuning rounds' wall time. With `--epsilon E`
+each floor runs the reproduction's row-4 federation instead: client DP in both phases, the
+noise planned for a whole-federation epsilon E at that floor (a floor means more steps, so
+more noise), pretraining included (it spends the same budget, so it is not shared).
 Writes OUT/federation_floor_study.json and OUT/federation_floor_study.md.
 
     python bench/federation_floor_study.py --out /tmp/floor --floors 0 100 200 --seeds 2
+    python bench/federation_floor_study.py --out /tmp/floor-dp --floors 0 100 --epsilon 8
 """
 
 from __future__ import annotations
@@ -66,6 +69,45 @@ def _finetuned(config, *, sites: list[Path], seed: int, init: Path, floor: int, 
     }
 
 
+def _private(config, *, sites: list[Path], seed: int, floor: int, epsilon: float, folder: Path):
+    """Per-site metrics of a whole client-DP federation (row 4) at `floor`, and its epsilon."""
+    from reproduce import federations, privacy
+    from reproduce.local import model_config
+    from reproduce.sites import SiteCases
+
+    floored = replace(config, federation=replace(config.federation, finetune_min_steps=floor))
+    cases = SiteCases({p.name: p for p in sites}, model_config=model_config(config.model))
+    dp = privacy.client_dp(
+        epsilon,
+        sites=[cases.cases(p.name) for p in sites],
+        fed=floored.federation,
+        privacy=config.privacy,
+    )
+    spec = federations.experiment(
+        name=f"dp-floor-{floor}-s{seed}",
+        seed=seed,
+        config=floored,
+        sites=sites,
+        joints=["knee"],
+        client_dp=dp,
+    )
+    run_dir = federations.federate(
+        spec=spec, folder=folder, rounds=federations.planned_rounds(config)
+    )
+    records = federations.history(run_dir)
+    evaluation = federations.federation_evaluation(run_dir)
+    return {
+        "sites": {
+            s: {k: m.get(k) for k in ("macro_auc", "mean_dice")} for s, m in evaluation.items()
+        },
+        "finetune_s": round(
+            sum(r.get("wall_s", 0.0) for r in records if r.get("phase") == "finetune"), 1
+        ),
+        "noise_multiplier": dp["noise_multiplier"],
+        "epsilon": max(federations.spent_epsilon(run_dir).values()),
+    }
+
+
 def _site_mean(cell: dict, key: str) -> float:
     values = [m[key] for m in cell["sites"].values() if m.get(key) is not None]
     return float(np.mean(values)) if values else float("nan")
@@ -106,9 +148,14 @@ def main() -> None:
     parser.add_argument(
         "--phantom-seed", type=int, default=51, help="the validation sites' generator seed"
     )
+    parser.add_argument(
+        "--epsilon", type=float, default=None, help="client DP: whole-federation epsilon target"
+    )
     args = parser.parse_args()
     if any(f < 0 for f in args.floors) or args.seeds < 1:
         parser.error("--floors must be >= 0 and --seeds >= 1")
+    if args.epsilon is not None and not args.epsilon > 0:
+        parser.error("--epsilon must be > 0")
 
     from reproduce.config import load_reproduce_config
     from reproduce.sites import ensure_site
@@ -123,14 +170,27 @@ def main() -> None:
     ]
     cells: dict[str, dict] = {}
     for seed in range(args.seeds):
-        init = _pretrained(config, sites=sites, seed=seed, folder=out / f"s{seed}" / "pretrain")
+        if args.epsilon is None:
+            init = _pretrained(config, sites=sites, seed=seed, folder=out / f"s{seed}" / "pretrain")
         for floor in args.floors:
             folder = out / f"s{seed}" / f"floor-{floor}"
-            cell = _finetuned(config, sites=sites, seed=seed, init=init, floor=floor, folder=folder)
+            if args.epsilon is None:
+                cell = _finetuned(
+                    config, sites=sites, seed=seed, init=init, floor=floor, folder=folder
+                )
+            else:
+                cell = _private(
+                    config, sites=sites, seed=seed, floor=floor, epsilon=args.epsilon, folder=folder
+                )
             cells[f"{floor}/{seed}"] = cell
             print(
                 f"seed {seed}, floor {floor}: macro AUC {_site_mean(cell, 'macro_auc'):.3f}, "
-                f"mean Dice {_site_mean(cell, 'mean_dice'):.3f}, {cell['finetune_s']:.0f} s",
+                f"mean Dice {_site_mean(cell, 'mean_dice'):.3f}, {cell['finetune_s']:.0f} s"
+                + (
+                    f", sigma {cell['noise_multiplier']:.2f}, epsilon {cell['epsilon']:.2f}"
+                    if "epsilon" in cell
+                    else ""
+                ),
                 flush=True,
             )
     (out / "federation_floor_study.json").write_text(json.dumps(cells, indent=2))
