@@ -57,6 +57,13 @@ def _finetuned(config, *, sites: list[Path], seed: int, init: Path, floor: int, 
     run_dir = federations.federate(
         spec=spec, folder=folder, rounds=config.federation.finetune_rounds + 1
     )
+    return _outcome(run_dir)
+
+
+def _outcome(run_dir: Path) -> dict:
+    """Each site's held-out macro AUC and mean Dice, and the fine-tuning rounds' wall time."""
+    from reproduce import federations
+
     seconds = sum(
         r.get("wall_s", 0.0) for r in federations.history(run_dir) if r.get("phase") == "finetune"
     )
@@ -94,15 +101,8 @@ def _private(config, *, sites: list[Path], seed: int, floor: int, epsilon: float
     run_dir = federations.federate(
         spec=spec, folder=folder, rounds=federations.planned_rounds(config)
     )
-    records = federations.history(run_dir)
-    evaluation = federations.federation_evaluation(run_dir)
     return {
-        "sites": {
-            s: {k: m.get(k) for k in ("macro_auc", "mean_dice")} for s, m in evaluation.items()
-        },
-        "finetune_s": round(
-            sum(r.get("wall_s", 0.0) for r in records if r.get("phase") == "finetune"), 1
-        ),
+        **_outcome(run_dir),
         "noise_multiplier": dp["noise_multiplier"],
         "epsilon": max(federations.spent_epsilon(run_dir).values()),
     }
