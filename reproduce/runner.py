@@ -150,7 +150,7 @@ def write_outputs(
 
 def _run_parallel(
     ctx: plan.Context,
-    per_seed: dict[int, list[Cell]],
+    cells: list[Cell],
     *,
     jobs: int,
     out: Path,
@@ -166,13 +166,9 @@ def _run_parallel(
     if config_path is None:
         raise ValueError("parallel seeds need the configuration file's path")
     cache = ctx.cache
-    sites = plan.site_cells(ctx)
-    run_cells(sites, cache=cache, out=stream, log=log)  # sites loaded once
-    cells = sites + [c for seed_cells in per_seed.values() for c in seed_cells]
+    run_cells(plan.site_cells(ctx), cache=cache, out=stream, log=log)  # sites loaded once
     before = {c.key for c in cells if cache.get(c.key) is not None}
-    pending = [
-        s for s, seed_cells in per_seed.items() if any(c.key not in before for c in seed_cells)
-    ]
+    pending = sorted({c.seed for c in cells if c.seed is not None and c.key not in before})
 
     def command(seed: int, cores: list[int]) -> list[str]:
         return parallel.seed_command(
@@ -221,11 +217,10 @@ def run(
     if only_seed is not None:
         cells = plan.site_cells(ctx) + plan.seed_cells(ctx, only_seed)
         return 1 if run_cells(cells, cache=cache, out=stream, log=log).failed else 0
-    per_seed = {s: plan.seed_cells(ctx, s) for s in range(config.seeds)}
-    cells = plan.site_cells(ctx) + [c for s in per_seed for c in per_seed[s]]
+    cells = plan.site_cells(ctx) + [c for s in range(config.seeds) for c in plan.seed_cells(ctx, s)]
     if jobs > 1:
         outcome = _run_parallel(
-            ctx, per_seed, jobs=jobs, out=out, config_path=config_path, log=log, stream=stream
+            ctx, cells, jobs=jobs, out=out, config_path=config_path, log=log, stream=stream
         )
     else:
         outcome = run_cells(cells, cache=cache, out=stream, log=log)
