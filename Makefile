@@ -41,6 +41,7 @@ test: setup
 bench: setup
 	$(BIN)/python bench/train_step.py --json runs/bench/train_step.json
 	$(BIN)/python bench/dp_step.py --json runs/bench/dp_step.json
+	$(BIN)/python bench/dp_finetune_step.py --json runs/bench/dp_finetune_step.json
 	$(BIN)/python bench/server_memory.py --sites 30 --preset paper --json runs/bench/server_memory.json
 	$(BIN)/python bench/federation_overhead.py --engine simulation --json runs/bench/federation_overhead_simulation.json
 	$(BIN)/python bench/federation_overhead.py --engine deployment --launcher both --json runs/bench/federation_overhead_deployment.json

@@ -164,6 +164,11 @@ class SegmentationHead(nn.Module):
         return self.classifier(self.fine(hidden))
 
 
-def segmentation_loss(*, ce_weight: float, dice_weight: float) -> DiceCELoss:
-    """lambda_ce x CE + lambda_dice x Dice on logits (N, K, ...) vs integer labels (N, 1, ...)."""
-    return DiceCELoss(to_onehot_y=True, softmax=True, lambda_ce=ce_weight, lambda_dice=dice_weight)
+def segmentation_loss(
+    *, ce_weight: float, dice_weight: float, one_hot_target: bool = False
+) -> DiceCELoss:
+    """lambda_ce x CE + lambda_dice x Dice on logits (N, K, ...) vs integer labels (N, 1, ...),
+    or vs one-hot targets (N, K, ...) with `one_hot_target`."""
+    return DiceCELoss(
+        to_onehot_y=not one_hot_target, softmax=True, lambda_ce=ce_weight, lambda_dice=dice_weight
+    )

@@ -7,10 +7,16 @@ step per view, but fine-tuning a whole UNet privately on a few dozen labeled cas
 far more budget than it buys). The privacy unit is the case, as in pretraining, and both
 phases spend the same site budget (`core.train.privacy.SiteBudget`).
 
-Per-case gradients are a loop of `torch.autograd.grad` over the Poisson batch: the heads
-are small and a case's loss mixes BCE (if labeled) and segmentation (if masked), which a
-vmap cannot branch on. Opacus's `DPOptimizer` clips them, adds the noise and divides by the
-expected batch size; an empty batch is a noise-only step, counted by the accountant.
+Per-case gradients come from `torch.func` (vmap of grad over the heads, one case per
+call), as in pretraining. A case's loss mixes BCE (if labeled) and segmentation (if masked),
+which a vmap cannot branch on, so the Poisson batch is split into groups of cases alike
+(labels and mask, labels only, mask only) and each group is one vmap. Against a loop of
+`torch.autograd.grad` per case (what this was): 1.5x faster on 2 threads and 2x on 1 thread
+for 8 knee cases with the reproduction's heads (the segmentation head is nearly all of it).
+Opacus's `GradSampleModule` would need per-layer samplers for Conv3d (an unfold of every
+3x3x3 neighbourhood at the input grid), so it is not used here. Opacus's `DPOptimizer` clips
+the per-case gradients, adds the noise and divides by the expected batch size; an empty
+batch is a noise-only step, counted by the accountant.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from opacus.optimizers import DPOptimizer
+from torch.func import functional_call, grad, vmap
 
 from core.config import FinetuneConfig
 from core.models.encode import EncodedCases, encode_in_chunks
@@ -38,7 +46,7 @@ from core.train.finetune import (
     select_training_cases,
     set_trainable,
 )
-from core.train.losses import task_loss
+from core.train.losses import classification_loss, weighted_segmentation_loss
 from core.train.privacy import (
     ClientDPConfig,
     SiteBudget,
@@ -57,21 +65,83 @@ def dp_steps(*, epochs: int, rate: float, min_steps: int = 0) -> int:
     return max(1, epochs * math.ceil(1.0 / rate), min_steps)
 
 
+def _head_modules(model: OrthoModel) -> dict[str, torch.nn.Module]:
+    seg = model.seg_head
+    return {"cls": model.cls_head, **({"seg": seg} if seg is not None else {})}
+
+
+def _case_loss(model: OrthoModel, *, labeled: bool, masked: bool):
+    """One case's task loss (`task_loss` of that case alone) as a function of the heads'
+    weights, for a group of cases that all have labels (`labeled`) and/or a mask (`masked`)."""
+    heads = model.config.heads
+
+    def loss(weights, features, present, labels, image, maps, target):
+        total = torch.zeros(())
+        if labeled:
+            batch = ({view: f.unsqueeze(0) for view, f in features.items()}, present.unsqueeze(0))
+            logits = functional_call(model.cls_head, weights["cls"], batch)
+            total = total + classification_loss(logits, labels.unsqueeze(0))
+        if masked:
+            inputs = (image.unsqueeze(0), [m.unsqueeze(0) for m in maps])
+            logits = functional_call(model.seg_head, weights["seg"], inputs)
+            total = total + weighted_segmentation_loss(
+                heads, logits, target.unsqueeze(0), one_hot=True
+            )
+        return total
+
+    return loss
+
+
+def _param_names(model: OrthoModel, params: list[torch.nn.Parameter]) -> list[tuple[str, str]]:
+    """(head, parameter name) of each of `params`, which must all belong to the heads."""
+    names = {
+        id(p): (head, name)
+        for head, module in _head_modules(model).items()
+        for name, p in module.named_parameters()
+    }
+    if any(id(p) not in names for p in params):
+        raise ValueError("DP fine-tuning trains the heads only (train.mode=linear)")
+    return [names[id(p)] for p in params]
+
+
+def _group_inputs(batch: EncodedCases, rows: torch.Tensor, *, masked: bool, classes: int) -> tuple:
+    """The vmapped arguments of `_case_loss` for the cases at `rows` (None where unused)."""
+    target = None
+    if masked:  # one-hot here: MONAI's conversion writes in place, which vmap cannot batch
+        target = F.one_hot(batch.masks[rows, 0], classes).permute(0, 4, 1, 2, 3).float()
+    return (
+        {view: f[rows] for view, f in batch.features.items()},
+        batch.present[rows],
+        batch.labels[rows],
+        batch.seg_image[rows] if masked else None,
+        [m[rows] for m in batch.seg_maps] if masked else None,
+        target,
+    )
+
+
 def _per_case_gradients(
     model: OrthoModel, batch: EncodedCases, *, params: list[torch.nn.Parameter]
 ) -> list[torch.Tensor]:
     """(n, *shape) per parameter: each case's gradient of its own task loss (0 if none)."""
-    rows: list[list[torch.Tensor]] = []
-    for i in range(len(batch.case_ids)):
-        loss = task_loss(model, batch.select(torch.tensor([i])))
-        if loss is None:
-            rows.append([torch.zeros_like(p) for p in params])
+    where = _param_names(model, params)
+    modules = _head_modules(model)
+    weights = {
+        head: {name: p.detach() for name, p in module.named_parameters()}
+        for head, module in modules.items()
+    }
+    classes = modules["seg"].classifier.out_channels if "seg" in modules else 0
+    out = [torch.zeros((len(batch.case_ids), *p.shape), dtype=p.dtype) for p in params]
+    for labeled, masked in ((True, True), (True, False), (False, True)):
+        rows = torch.nonzero((batch.has_labels == labeled) & (batch.has_mask == masked)).flatten()
+        if not len(rows):
             continue
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        rows.append(
-            [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
-        )
-    return [torch.stack([row[j] for row in rows]) for j in range(len(params))]
+        inputs = _group_inputs(batch, rows, masked=masked, classes=classes)
+        per_case = _case_loss(model, labeled=labeled, masked=masked)
+        in_dims = (None,) + tuple(None if x is None else 0 for x in inputs)
+        grads = vmap(grad(per_case), in_dims=in_dims)(weights, *inputs)
+        for j, (head, name) in enumerate(where):
+            out[j][rows] = grads[head][name]
+    return out
 
 
 def _private_step(

@@ -3,6 +3,7 @@
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from opacus.optimizers import DPOptimizer
@@ -13,6 +14,8 @@ from core.models.registry import build_model
 from core.train.dp_finetune import _per_case_gradients, _private_step, dp_steps, finetune_privately
 from core.train.finetune import select_training_cases, set_trainable, task_loss
 from core.train.privacy import BUDGET_FILE, ClientDPConfig, epsilon_of
+from core.views import VIEWS, Joint
+from tests.core.tiny_model import random_case
 
 DP = ClientDPConfig(enabled=True, noise_multiplier=1.0, max_grad_norm=1.0, phases=["finetune"])
 CONFIG = FinetuneConfig(epochs=2, batch_size=3, lr=1e-2)
@@ -31,17 +34,50 @@ def _encoded(model, cases):
         return encode_in_chunks(model, chosen, batch_size=4)
 
 
-def test_per_case_gradients_match_one_backward_per_case(tiny_config, knee_cases):
-    model = build_model(tiny_config, joint="knee", seed=0)
-    cached = _encoded(model, knee_cases)
+# Which cases keep their labels / mask: every case's loss has the terms it has, so the vmapped
+# groups (labels and mask, labels only, mask only, neither) must each match a plain backward.
+ANNOTATIONS = {
+    "labels and masks": lambda i: (True, True),
+    "mixed": lambda i: (i % 3 != 1, i % 2 == 0),
+    "labels only": lambda i: (True, False),
+}
+
+
+@pytest.mark.parametrize("annotation", ANNOTATIONS)
+@pytest.mark.parametrize("joint", [Joint.KNEE, Joint.ANKLE])
+def test_per_case_gradients_match_one_backward_per_case(tiny_config, joint, annotation):
+    rng = np.random.default_rng(1)
+    cases = []
+    for i in range(8):
+        labeled, masked = ANNOTATIONS[annotation](i)
+        case = random_case(f"c{i}", joint=joint, rng=rng, missing=(VIEWS[1],) if i == 2 else ())
+        cases.append(
+            replace(
+                case,
+                labels=case.labels if labeled else None,
+                mask=case.mask if masked else None,
+            )
+        )
+    model = build_model(tiny_config, joint=joint, seed=0)
+    cached = _encoded(model, cases)
     params = list(model.head.parameters())
     stacked = _per_case_gradients(model, cached, params=params)
-    for i in (0, len(cached.case_ids) - 1):
+    for i in range(len(cached.case_ids)):
         model.zero_grad()
-        task_loss(model, cached.select(torch.tensor([i]))).backward()
+        loss = task_loss(model, cached.select(torch.tensor([i])))
+        if loss is not None:
+            loss.backward()
         for p, g in zip(params, stacked, strict=True):
             expected = torch.zeros_like(p) if p.grad is None else p.grad
-            torch.testing.assert_close(g[i], expected)
+            torch.testing.assert_close(g[i], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_per_case_gradients_refuse_backbone_parameters(tiny_config, knee_cases):
+    model = build_model(tiny_config, joint="knee", seed=0)
+    cached = _encoded(model, knee_cases)
+    params = list(model.head.parameters()) + list(model.backbone["sagittal"].parameters())[:1]
+    with pytest.raises(ValueError, match="heads only"):
+        _per_case_gradients(model, cached, params=params)
 
 
 def test_step_gradient_is_the_mean_of_clipped_per_case_gradients(tiny_config, knee_cases):
