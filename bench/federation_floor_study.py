@@ -9,7 +9,8 @@ validation split, and the reproduction's own held-out split is never read. Per s
 pretrains once, then fine-tunes from that pretrained global model once per floor
 (`federation.finetune_min_steps`, the experiment's `finetune.train.min_steps`) and records each
 site's macro AUC and mean Dice, with the fine-tuning rounds' wall time. With `--epsilon E`
-each floor runs the reproduction's row-4 federation instead: client DP in both phases, the
+each floor (`federation.dp_finetune_min_steps`) runs the reproduction's row-4 federation
+instead: client DP in both phases, the
 noise planned for a whole-federation epsilon E at that floor (a floor means more steps, so
 more noise), pretraining included (it spends the same budget, so it is not shared).
 Writes OUT/federation_floor_study.json and OUT/federation_floor_study.md.
@@ -82,7 +83,7 @@ def _private(config, *, sites: list[Path], seed: int, floor: int, epsilon: float
     from reproduce.local import model_config
     from reproduce.sites import SiteCases
 
-    floored = replace(config, federation=replace(config.federation, finetune_min_steps=floor))
+    floored = replace(config, federation=replace(config.federation, dp_finetune_min_steps=floor))
     cases = SiteCases({p.name: p for p in sites}, model_config=model_config(config.model))
     dp = privacy.client_dp(
         epsilon,

@@ -74,9 +74,15 @@ class FederationSpec:
     finetune_epochs: int = 5  # local epochs per round (linear probe, as client DP needs)
     finetune_batch: int = 8
     finetune_lr: float = 2e-3
-    # A floor in optimizer steps per round (the experiment's finetune.train.min_steps, DP-SGD
-    # rounds included; 0 = epochs alone): 5 epochs of ~5 batches are ~25 steps a round.
+    # A floor in optimizer steps per round (the experiment's finetune.train.min_steps; 0 =
+    # epochs alone): 5 epochs of ~5 batches are ~25 steps a round.
     finetune_min_steps: int = 0
+    # The same floor for the client-DP federations (DP-SGD steps; their noise is planned for it).
+    dp_finetune_min_steps: int = 0
+
+    def min_steps(self, *, private: bool) -> int:
+        """The fine-tuning step floor per round of a federation with or without client DP."""
+        return self.dp_finetune_min_steps if private else self.finetune_min_steps
 
 
 @dataclass
@@ -141,7 +147,13 @@ def _check_positive(**values: float) -> None:
 
 
 # Keys that may be 0 (or are not numbers): checked on their own in `validate`.
-NOT_POSITIVE = ("pretrain_lr_schedule", "pretrain_warmup_steps", "min_steps", "finetune_min_steps")
+NOT_POSITIVE = (
+    "pretrain_lr_schedule",
+    "pretrain_warmup_steps",
+    "min_steps",
+    "finetune_min_steps",
+    "dp_finetune_min_steps",
+)
 
 
 def _positives(section: str, values: object) -> dict[str, float]:
@@ -160,6 +172,7 @@ def validate(config: ReproduceConfig) -> ReproduceConfig:
     for name, value in (
         ("federation.pretrain_warmup_steps", fed.pretrain_warmup_steps),
         ("federation.finetune_min_steps", fed.finetune_min_steps),
+        ("federation.dp_finetune_min_steps", fed.dp_finetune_min_steps),
         ("finetune.min_steps", ft.min_steps),
     ):
         if value < 0:
@@ -207,6 +220,8 @@ def fingerprint(config: ReproduceConfig) -> str:
     for name in ("seeds", "label_fractions"):
         data.pop(name)
     data["privacy"].pop("epsilons")
-    if not data["federation"]["finetune_min_steps"]:  # added later; at 0 it changes nothing,
-        data["federation"].pop("finetune_min_steps")  # so earlier caches stay valid
+    floors = ("finetune_min_steps", "dp_finetune_min_steps")  # added later: while both are 0
+    if not any(data["federation"][k] for k in floors):  # nothing changes, so earlier caches
+        for key in floors:  # stay valid
+            data["federation"].pop(key)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]

@@ -66,7 +66,7 @@ def experiment(
                 "epochs": fed.finetune_epochs,
                 "batch_size": fed.finetune_batch,
                 "lr": fed.finetune_lr,
-                "min_steps": fed.finetune_min_steps,
+                "min_steps": fed.min_steps(private=bool((client_dp or {}).get("enabled"))),
             },
         },
         "evaluate": {"enabled": True, "min_sites": n},

@@ -5,8 +5,8 @@ Shared artifacts (one per seed, reused honestly across rows):
   linear fine-tuning and per-site evaluation. Its pretraining checkpoint is the backbone of
   rows 1 and 3 (it has seen no ankle or shoulder image, so row 3 is true transfer); its final
   model is row 2's "federated", row 4's epsilon = inf and row 5's federated model.
-- `random-init`: the same architecture at step 0 (seeded): rows 1 and 3's scratch and
-  random-probe baselines.
+- `random-init`: the same architecture at step 0 (seeded): rows 1 and 3's random-probe
+  baselines and row 3's scratch baseline.
 - `fed-eps<e>`: the same federation with client DP in both phases (row 4).
 - `pretrain-local-<site>` / `pretrain-central`: row 2's baselines, with the federation's
   compute: a local-only site trains pretrain_rounds x pretrain_steps steps (what it computes
@@ -191,7 +191,8 @@ def _backbone(method: str) -> tuple[str, str]:
 
 def label_efficiency_cells(ctx: Context, seed: int) -> list[Cell]:
     cells = []
-    for method, (label, _, _) in specs.METHODS.items():
+    for method in specs.LABEL_EFFICIENCY_METHODS:
+        label = specs.METHODS[method][0]
         init_key, init_field = _backbone(method)
         for fraction in ctx.config.label_fractions:
             cells.append(

@@ -34,7 +34,8 @@ def label_efficiency(results: Results, config: ReproduceConfig, path: Path) -> P
     grouped = by_suffix(results)
     fractions = sorted(config.label_fractions)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for method, (label, _, _) in specs.METHODS.items():
+    for method in specs.LABEL_EFFICIENCY_METHODS:
+        label = specs.METHODS[method][0]
         stats = [
             mean_sd(values_of(grouped, suffix=specs.r1(method, f), metric=AUC).values())
             for f in fractions

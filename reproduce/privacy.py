@@ -4,7 +4,7 @@
 spend more. Here the noise multiplier is chosen for the whole plan instead: each site's
 history (pretraining: `steps` per trained view per round at q = batch / that view's training
 volumes; fine-tuning, linear: epochs x ceil(1/q) steps per round, at least
-`finetune_min_steps`, at q = batch / annotated training cases) is composed, and sigma is the
+`dp_finetune_min_steps`, at q = batch / annotated training cases) is composed, and sigma is the
 smallest (bisection, conservative side) whose worst site stays at or under the target. With
 the RDP accountant the search uses integer Renyi orders only (Opacus's fractional orders cost
 ~0.5 s per evaluation): an upper bound of what the sites' accountant (more orders) will count,
@@ -49,9 +49,8 @@ def site_history(
     annotated = sum(1 for c in train if c.labels is not None or c.mask is not None)
     if annotated:
         rate = sample_rate(batch_size=fed.finetune_batch, cases=annotated)
-        per_round = dp_steps(
-            epochs=fed.finetune_epochs, rate=rate, min_steps=fed.finetune_min_steps
-        )
+        floor = fed.min_steps(private=True)
+        per_round = dp_steps(epochs=fed.finetune_epochs, rate=rate, min_steps=floor)
         steps = per_round * fed.finetune_rounds
         entries.append((sigma, rate, steps))
     return merge_history(entries)

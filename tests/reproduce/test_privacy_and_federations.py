@@ -62,21 +62,25 @@ def test_site_history_counts_views_and_finetune_steps():
     assert any(q == pytest.approx(4 / 6) for _, q, _ in two_views)
 
 
-def test_site_history_takes_the_per_round_finetune_floor():
+def test_site_history_takes_the_dp_federations_finetune_floor():
     config = load_reproduce_config(quick=True)
     fed, cases = config.federation, _cases(9)
     rate = 4 / 6  # fine-tuning batch 4 (or more) over 6 training cases
     plain = dict((q, n) for _, q, n in privacy.site_history(cases, sigma=1.0, fed=fed))
-    fed.finetune_min_steps = 50
+    fed.finetune_min_steps = 50  # the non-DP federations' floor: not what DP sites spend
+    assert dict((q, n) for _, q, n in privacy.site_history(cases, sigma=1.0, fed=fed)) == plain
+    fed.dp_finetune_min_steps = 40
     floored = dict((q, n) for _, q, n in privacy.site_history(cases, sigma=1.0, fed=fed))
     finetune_q = next(q for q in floored if q == pytest.approx(rate))
-    assert plain[finetune_q] < 50 * fed.finetune_rounds == floored[finetune_q]
+    assert plain[finetune_q] < 40 * fed.finetune_rounds == floored[finetune_q]
 
 
-def test_experiment_is_accepted_by_the_federation_schema(tmp_path):
+@pytest.mark.parametrize("private", [False, True])
+def test_experiment_is_accepted_by_the_federation_schema(tmp_path, private):
     config = load_reproduce_config(quick=True)
+    config.federation.finetune_min_steps, config.federation.dp_finetune_min_steps = 30, 20
     sites = [tmp_path / "knee-3t", tmp_path / "knee-15t"]
-    dp = {"enabled": True, "noise_multiplier": 1.5, "max_epsilon": 3.03}
+    dp = {"enabled": True, "noise_multiplier": 1.5, "max_epsilon": 3.03} if private else None
     spec = federations.experiment(
         name="t", seed=4, config=config, sites=sites, joints=["knee"], client_dp=dp
     )
@@ -84,7 +88,8 @@ def test_experiment_is_accepted_by_the_federation_schema(tmp_path):
     path.write_text(yaml.safe_dump(spec))
     exp = load_experiment(path)
     assert exp.seed == 4 and exp.finetune.train.mode == "linear"
-    assert exp.pretrain.rounds == config.federation.pretrain_rounds and exp.client_dp.enabled
+    assert exp.pretrain.rounds == config.federation.pretrain_rounds
+    assert exp.client_dp.enabled == private
     assert exp.model_overrides == config.model.overrides and exp.pretrain.min_sites == 2
     assert federations.planned_rounds(config) == exp.pretrain.rounds + exp.finetune.rounds + 1
     assert federations.completed_rounds(tmp_path / "no-run") == 0
@@ -93,7 +98,7 @@ def test_experiment_is_accepted_by_the_federation_schema(tmp_path):
     assert exp.pretrain.train.lr_schedule == fed.pretrain_lr_schedule
     assert exp.pretrain.train.warmup_steps == fed.pretrain_warmup_steps
     assert exp.finetune.train.lr == fed.finetune_lr
-    assert exp.finetune.train.min_steps == fed.finetune_min_steps
+    assert exp.finetune.train.min_steps == (20 if private else 30)
 
 
 def test_site_generated_once_reused_and_pooled_with_unique_ids(tmp_path):

@@ -52,6 +52,7 @@ def test_unknown_key_is_rejected(tmp_path):
         ("federation: {finetune_lr: 0}", "finetune_lr"),
         ("finetune: {min_steps: -5}", "min_steps"),
         ("federation: {finetune_min_steps: -1}", "federation.finetune_min_steps"),
+        ("federation: {dp_finetune_min_steps: -2}", "federation.dp_finetune_min_steps"),
         ("finetune: {lr: -1}", "finetune.lr"),
     ],
 )
@@ -68,11 +69,15 @@ def test_fingerprint_ignores_what_cell_keys_carry(tmp_path):
     more.label_fractions = [*more.label_fractions, 0.25]
     more.privacy.epsilons = [*more.privacy.epsilons, 1.0]
     assert fingerprint(more) == fingerprint(base)
-    more.federation.finetune_min_steps = 0  # a key added later, at its no-op value
+    more.federation.finetune_min_steps = 0  # keys added later, at their no-op value
+    more.federation.dp_finetune_min_steps = 0
     assert fingerprint(more) == fingerprint(base)
     more.federation.finetune_min_steps = 30
-    assert fingerprint(more) != fingerprint(base)
-    more.federation.finetune_min_steps = 0
+    floor_without_dp = fingerprint(more)
+    assert floor_without_dp != fingerprint(base)
+    more.federation.dp_finetune_min_steps = 30
+    assert fingerprint(more) not in (floor_without_dp, fingerprint(base))
+    more.federation.finetune_min_steps = more.federation.dp_finetune_min_steps = 0
     more.federation.pretrain_steps += 1
     assert fingerprint(more) != fingerprint(base)
 

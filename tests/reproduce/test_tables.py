@@ -39,7 +39,7 @@ def fake_results(config, *, seeds=(0, 1, 2), skip=()) -> dict:
             if (seed, suffix) not in skip:
                 out[f"s{seed}.{suffix}"] = {"seed": seed, **result}
 
-        for m, base in zip(specs.METHODS, (0.70, 0.72, 0.60, 0.55), strict=True):
+        for m, base in zip(specs.LABEL_EFFICIENCY_METHODS, (0.70, 0.72, 0.55), strict=True):
             for f in config.label_fractions:
                 put(specs.r1(m, f), {"metrics": _metrics(base + 0.1 * f + 0.01 * seed, 0.5)})
         for i, model in enumerate(specs.r2_models(config)):
