@@ -57,6 +57,9 @@ def loop_gradients(model, batch: EncodedCases, *, params) -> list[torch.Tensor]:
     rows = []
     for i in range(len(batch.case_ids)):
         loss = task_loss(model, batch.select(torch.tensor([i])))
+        if loss is None:
+            rows.append([torch.zeros_like(p) for p in params])
+            continue
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         rows.append(
             [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]

@@ -10,9 +10,9 @@ pretrains once, then fine-tunes from that pretrained global model once per floor
 (`federation.finetune_min_steps`, the experiment's `finetune.train.min_steps`) and records each
 site's macro AUC and mean Dice, with the fine-tuning rounds' wall time. With `--epsilon E`
 each floor (`federation.dp_finetune_min_steps`) runs the reproduction's row-4 federation
-instead: client DP in both phases, the
-noise planned for a whole-federation epsilon E at that floor (a floor means more steps, so
-more noise), pretraining included (it spends the same budget, so it is not shared).
+instead: client DP in both phases, the noise planned for a whole-federation epsilon E at that
+floor (a floor means more steps, so more noise), pretraining included (it spends the same
+budget, so it is not shared).
 Writes OUT/federation_floor_study.json and OUT/federation_floor_study.md.
 
     python bench/federation_floor_study.py --out /tmp/floor --floors 0 100 200 --seeds 2

@@ -21,10 +21,16 @@ from typing import Any
 
 import yaml
 
+from core.train.privacy import PHASES
 from reproduce.config import ReproduceConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TAIL = 2000
+
+
+def _private_finetuning(client_dp: dict[str, Any] | None) -> bool:
+    dp = client_dp or {}
+    return bool(dp.get("enabled")) and "finetune" in dp.get("phases", PHASES)
 
 
 def experiment(
@@ -66,7 +72,7 @@ def experiment(
                 "epochs": fed.finetune_epochs,
                 "batch_size": fed.finetune_batch,
                 "lr": fed.finetune_lr,
-                "min_steps": fed.min_steps(private=bool((client_dp or {}).get("enabled"))),
+                "min_steps": fed.min_steps(private=_private_finetuning(client_dp)),
             },
         },
         "evaluate": {"enabled": True, "min_sites": n},

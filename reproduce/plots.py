@@ -34,12 +34,13 @@ def label_efficiency(results: Results, config: ReproduceConfig, path: Path) -> P
     grouped = by_suffix(results)
     fractions = sorted(config.label_fractions)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for method in specs.LABEL_EFFICIENCY_METHODS:
-        label = specs.METHODS[method][0]
-        stats = [
-            mean_sd(values_of(grouped, suffix=specs.r1(method, f), metric=AUC).values())
-            for f in fractions
-        ]
+    curves = {
+        specs.METHODS[m][0]: [specs.r1(m, f) for f in fractions]
+        for m in specs.LABEL_EFFICIENCY_METHODS
+    }
+    curves[specs.CNN_LABEL] = [specs.r1_cnn(f) for f in fractions]
+    for label, suffixes in curves.items():
+        stats = [mean_sd(values_of(grouped, suffix=s, metric=AUC).values()) for s in suffixes]
         xs = [100 * f for f, (m, _) in zip(fractions, stats, strict=True) if m is not None]
         ys = [m for m, _ in stats if m is not None]
         errs = [sd or 0.0 for m, sd in stats if m is not None]

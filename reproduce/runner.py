@@ -30,7 +30,8 @@ REUSE = (
     "fine-tuning) feeds rows 1 and 3 (its pretraining checkpoint: the backbone fine-tuned "
     "locally), row 2 'federated', row 4 epsilon = inf and row 5 (its final model). One "
     "random-init checkpoint per seed feeds the random-probe baselines of rows 1 and 3 and "
-    "row 3's scratch baseline. Row 5 reuses the evaluations of rows 4 and 1. Sites are "
+    "row 3's scratch baseline. Row 5 reuses the evaluations of rows 4 and 1 and adds its "
+    "own supervised UNet cells. Sites are "
     "generated once per run."
 )
 DEFINITIONS = (

@@ -11,7 +11,7 @@ Per-case gradients come from `torch.func` (vmap of grad over the heads, one case
 call), as in pretraining. A case's loss mixes BCE (if labeled) and segmentation (if masked),
 which a vmap cannot branch on, so the Poisson batch is split into groups of cases alike
 (labels and mask, labels only, mask only) and each group is one vmap. Against a loop of
-`torch.autograd.grad` per case (what this was): 1.5x faster on 2 threads and 2x on 1 thread
+`torch.autograd.grad` per case (what this was): 1.5x faster on 2 threads and 1.6x on 1 thread
 for 8 knee cases with the reproduction's heads (the segmentation head is nearly all of it).
 Opacus's `GradSampleModule` would need per-layer samplers for Conv3d (an unfold of every
 3x3x3 neighbourhood at the input grid), so it is not used here. Opacus's `DPOptimizer` clips
@@ -22,7 +22,7 @@ batch is a noise-only step, counted by the accountant.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -70,13 +70,13 @@ def _head_modules(model: OrthoModel) -> dict[str, torch.nn.Module]:
     return {"cls": model.cls_head, **({"seg": seg} if seg is not None else {})}
 
 
-def _case_loss(model: OrthoModel, *, labeled: bool, masked: bool):
+def _case_loss(model: OrthoModel, *, labeled: bool, masked: bool) -> Callable[..., torch.Tensor]:
     """One case's task loss (`task_loss` of that case alone) as a function of the heads'
     weights, for a group of cases that all have labels (`labeled`) and/or a mask (`masked`)."""
     heads = model.config.heads
 
     def loss(weights, features, present, labels, image, maps, target):
-        total = torch.zeros(())
+        total = labels.new_zeros(())
         if labeled:
             batch = ({view: f.unsqueeze(0) for view, f in features.items()}, present.unsqueeze(0))
             logits = functional_call(model.cls_head, weights["cls"], batch)
@@ -85,7 +85,7 @@ def _case_loss(model: OrthoModel, *, labeled: bool, masked: bool):
             inputs = (image.unsqueeze(0), [m.unsqueeze(0) for m in maps])
             logits = functional_call(model.seg_head, weights["seg"], inputs)
             total = total + weighted_segmentation_loss(
-                heads, logits, target.unsqueeze(0), one_hot=True
+                heads, logits=logits, target=target.unsqueeze(0), one_hot=True
             )
         return total
 
@@ -130,7 +130,7 @@ def _per_case_gradients(
         for head, module in modules.items()
     }
     classes = modules["seg"].classifier.out_channels if "seg" in modules else 0
-    out = [torch.zeros((len(batch.case_ids), *p.shape), dtype=p.dtype) for p in params]
+    out = [p.new_zeros((len(batch.case_ids), *p.shape)) for p in params]
     for labeled, masked in ((True, True), (True, False), (False, True)):
         rows = torch.nonzero((batch.has_labels == labeled) & (batch.has_mask == masked)).flatten()
         if not len(rows):

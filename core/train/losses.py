@@ -21,7 +21,7 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
 
 
 def weighted_segmentation_loss(
-    heads: HeadConfig, logits: torch.Tensor, target: torch.Tensor, *, one_hot: bool = False
+    heads: HeadConfig, *, logits: torch.Tensor, target: torch.Tensor, one_hot: bool = False
 ) -> torch.Tensor:
     """`heads.seg_loss_weight` x (CE + Dice); `target` holds integer labels (N, 1, ...), or
     one-hot channels (N, K, ...) with `one_hot` (what a vmapped loss needs: MONAI's one-hot
@@ -37,7 +37,7 @@ def _seg_loss(model: OrthoModel, batch: EncodedCases) -> torch.Tensor | None:
         return None
     rows = batch.has_mask
     logits = model.segment(batch.seg_image[rows], [m[rows] for m in batch.seg_maps])
-    return weighted_segmentation_loss(model.config.heads, logits, batch.masks[rows])
+    return weighted_segmentation_loss(model.config.heads, logits=logits, target=batch.masks[rows])
 
 
 def _cls_loss(model: OrthoModel, batch: EncodedCases) -> torch.Tensor | None:

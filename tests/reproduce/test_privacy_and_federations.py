@@ -75,12 +75,16 @@ def test_site_history_takes_the_dp_federations_finetune_floor():
     assert plain[finetune_q] < 40 * fed.finetune_rounds == floored[finetune_q]
 
 
-@pytest.mark.parametrize("private", [False, True])
-def test_experiment_is_accepted_by_the_federation_schema(tmp_path, private):
+@pytest.mark.parametrize(
+    ("phases", "private"), [(None, False), (["pretrain", "finetune"], True), (["pretrain"], False)]
+)
+def test_experiment_is_accepted_by_the_federation_schema(tmp_path, phases, private):
     config = load_reproduce_config(quick=True)
     config.federation.finetune_min_steps, config.federation.dp_finetune_min_steps = 30, 20
     sites = [tmp_path / "knee-3t", tmp_path / "knee-15t"]
-    dp = {"enabled": True, "noise_multiplier": 1.5, "max_epsilon": 3.03} if private else None
+    dp = None
+    if phases:  # the DP floor only where fine-tuning is private
+        dp = {"enabled": True, "noise_multiplier": 1.5, "max_epsilon": 3.03, "phases": phases}
     spec = federations.experiment(
         name="t", seed=4, config=config, sites=sites, joints=["knee"], client_dp=dp
     )
@@ -89,7 +93,7 @@ def test_experiment_is_accepted_by_the_federation_schema(tmp_path, private):
     exp = load_experiment(path)
     assert exp.seed == 4 and exp.finetune.train.mode == "linear"
     assert exp.pretrain.rounds == config.federation.pretrain_rounds
-    assert exp.client_dp.enabled == private
+    assert exp.client_dp.enabled == bool(phases)
     assert exp.model_overrides == config.model.overrides and exp.pretrain.min_sites == 2
     assert federations.planned_rounds(config) == exp.pretrain.rounds + exp.finetune.rounds + 1
     assert federations.completed_rounds(tmp_path / "no-run") == 0

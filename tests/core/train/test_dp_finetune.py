@@ -59,7 +59,9 @@ def test_per_case_gradients_match_one_backward_per_case(tiny_config, joint, anno
             )
         )
     model = build_model(tiny_config, joint=joint, seed=0)
-    cached = _encoded(model, cases)
+    set_trainable(model, mode="linear")
+    with torch.no_grad():  # every case, unannotated ones included (their gradient is zero)
+        cached = encode_in_chunks(model, cases, batch_size=4)
     params = list(model.head.parameters())
     stacked = _per_case_gradients(model, cached, params=params)
     for i in range(len(cached.case_ids)):
