@@ -48,7 +48,7 @@ bench: setup
 	$(BIN)/python bench/parallel_sites.py --json runs/bench/parallel_sites.json
 	$(BIN)/python bench/gpu_step.py --optional --json runs/bench/gpu_step.json
 
-# The paper's claims on synthetic sites (~2.7 h on 2 cores predicted, seeds as parallel processes;
+# The paper's claims on synthetic sites (2.2 h on 2 cores on 2026-12-07, seeds as parallel processes;
 # resumable; --quick: minutes).
 reproduce: setup
 	$(BIN)/python -m reproduce --jobs auto
