@@ -1,9 +1,11 @@
 """Which classification features carry the signal? A study on validation folds of TRAINING cases.
 
 For each tap set (timesteps x blocks), each label fraction and each seed, the classification
-head is trained on frozen features of (a) a pretrained backbone and (b) the random backbone
-of the same architecture and seed, and scored (macro AUC) on a validation fold carved from
-the site's *training* cases (K folds, stratified by label). The held-out split is never read.
+head is trained on frozen features of (a) each pretrained backbone given to `--init` (several
+pretraining seeds in one run) and (b) the random backbone of the same architecture and seed,
+trained once and paired with every pretrained one, and scored (macro AUC) on a validation
+fold carved from the site's *training* cases (K folds, stratified by label). The held-out
+split is never read.
 Prints a table (mean +- sd over folds x seeds, paired SSL - random differences and how many
 were > 0; with `--cnn-steps N` also a supervised multi-view 3D CNN trained from scratch on the
 same label subset, reproduce/cnn_baseline.py, and SSL - CNN) and writes
@@ -45,19 +47,24 @@ def _folds(cases: list, *, k: int) -> list[list]:
     return [ranked[i::k] for i in range(k)]
 
 
-def _models(init: Path, *, joint: str, taps: list[dict], noise_draws: int = 1):
+def _models(inits: list[Path], *, joint: str, taps: list[dict], noise_draws: int = 1):
+    """{"random": ..., "ssl:0": ..., "ssl:1": ...} (one per init) and each init's step."""
     from core.config import FeatureTap
     from core.models.loading import model_from_checkpoint
     from core.models.registry import build_model
 
-    pretrained, checkpoint = model_from_checkpoint(init, joint=joint)
-    config = copy.deepcopy(pretrained.config)
-    config.features.taps = [FeatureTap(**t) for t in taps]
-    config.features.noise_draws = noise_draws
-    ssl = build_model(config, joint=joint)
-    ssl.backbone.load_state_dict(pretrained.backbone.state_dict())
-    random = build_model(config, joint=joint)  # the initialisation pretraining started from
-    return {"ssl": ssl, "random": random}, checkpoint.manifest.get("step")
+    models, steps = {}, {}
+    for index, init in enumerate(inits):
+        pretrained, checkpoint = model_from_checkpoint(init, joint=joint)
+        config = copy.deepcopy(pretrained.config)
+        config.features.taps = [FeatureTap(**t) for t in taps]
+        config.features.noise_draws = noise_draws
+        if "random" not in models:  # the initialisation pretraining started from
+            models["random"] = build_model(config, joint=joint)
+        ssl = build_model(config, joint=joint)
+        ssl.backbone.load_state_dict(pretrained.backbone.state_dict())
+        models[f"ssl:{index}"], steps[f"ssl:{index}"] = ssl, checkpoint.manifest.get("step")
+    return models, steps
 
 
 def _score(model, cases) -> float | None:
@@ -98,10 +105,45 @@ def _summary(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "n/a"
 
 
+def _row(*, ssl: list, random: list, cnn: list, taps: str, fraction: float) -> dict:
+    """One backbone's scores, paired cell by cell with the random backbone (and the CNN)."""
+    kept_cnn = [(s, c) for s, c in zip(ssl, cnn, strict=False) if c is not None]
+    return {
+        "taps": taps,
+        "fraction": fraction,
+        "ssl": ssl,
+        "random": random,
+        "diff": [s - r for s, r in zip(ssl, random, strict=True)],
+        "cnn": [c for _, c in kept_cnn],
+        "ssl_minus_cnn": [s - c for s, c in kept_cnn],
+    }
+
+
+def _line(row: dict) -> str:
+    diffs, cnn_diffs = row["diff"], row["ssl_minus_cnn"]
+    text = (
+        f"ssl {_summary(row['ssl'])}  random {_summary(row['random'])}  ssl-random "
+        f"{_summary(diffs)} ({sum(d > 0 for d in diffs)}/{len(diffs)} > 0)"
+    )
+    if row["cnn"]:
+        text += (
+            f"  cnn {_summary(row['cnn'])}  ssl-cnn {_summary(cnn_diffs)} "
+            f"({sum(d > 0 for d in cnn_diffs)}/{len(cnn_diffs)} > 0)"
+        )
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--site", type=Path, required=True)
-    parser.add_argument("--init", type=Path, required=True, help="pretrained checkpoint")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="pretrained checkpoint(s) of one architecture, e.g. several pretraining seeds: "
+        "each is paired with the same random backbone, whose cells are trained once",
+    )
     parser.add_argument("--out", type=Path, default=Path("results/feature-study"))
     parser.add_argument("--taps", nargs="+", default=["100:middle", "10:down.1"])
     parser.add_argument("--fractions", nargs="+", type=float, default=[1.0, 0.5, 0.1])
@@ -135,7 +177,7 @@ def main() -> None:
     from core.models.presets import CONFIGS_DIR, preprocess_for
 
     site = load_site(args.site)
-    probe, _ = model_from_checkpoint(args.init, joint=site.joint.value)
+    probe, _ = model_from_checkpoint(args.init[0], joint=site.joint.value)
     cases = load_site_tensors(site, preprocess=preprocess_for(probe.config), progress=True)
     # classification only: masks dropped, held-out cases never read
     training = [replace(c, mask=None) for c in cases if not c.heldout and c.labels is not None]
@@ -147,15 +189,15 @@ def main() -> None:
     rows, started = [], time.perf_counter()
     cnn_scores: dict[tuple, float | None] = {}  # (fraction, fold, seed): taps do not matter
     for taps_text in args.taps:
-        models, step = _models(
+        models, steps = _models(
             args.init,
             joint=site.joint.value,
             taps=_parse_taps(taps_text),
             noise_draws=args.noise_draws,
         )
         for fraction in args.fractions:
-            scores: dict[str, list[float]] = {"ssl": [], "random": [], "cnn": []}
-            diffs, cnn_diffs = [], []
+            scores: dict[str, list[float]] = {name: [] for name in models}
+            cells: list[tuple[int, int]] = []  # (fold, seed) of each kept pair
             for k, val in enumerate(folds):
                 train = [c for j, f in enumerate(folds) if j != k for c in f]
                 for seed in range(args.seeds):
@@ -175,45 +217,34 @@ def main() -> None:
                         continue
                     for name, value in pair.items():
                         scores[name].append(value)
-                    diffs.append(pair["ssl"] - pair["random"])
-                    if args.cnn_steps > 0:
-                        key = (fraction, k, seed)
-                        if key not in cnn_scores:
-                            cnn_scores[key] = _cnn_cell(
-                                train=train,
-                                val=val,
-                                fraction=fraction,
-                                seed=seed,
-                                joint=site.joint,
-                                steps=args.cnn_steps,
-                            )
-                        if cnn_scores[key] is not None:
-                            scores["cnn"].append(cnn_scores[key])
-                            cnn_diffs.append(pair["ssl"] - cnn_scores[key])
-            row = {
-                "taps": taps_text,
-                "fraction": fraction,
-                "ssl": scores["ssl"],
-                "random": scores["random"],
-                "diff": diffs,
-                "cnn": scores["cnn"],
-                "ssl_minus_cnn": cnn_diffs,
-                "pretrain_step": step,
-            }
-            rows.append(row)
-            cnn = (
-                f"  cnn {_summary(scores['cnn'])}  ssl-cnn {_summary(cnn_diffs)} "
-                f"({sum(d > 0 for d in cnn_diffs)}/{len(cnn_diffs)} > 0)"
-                if args.cnn_steps > 0
-                else ""
-            )
-            print(
-                f"{taps_text:28s} {fraction:>4.0%}  ssl {_summary(scores['ssl'])}  random "
-                f"{_summary(scores['random'])}  ssl-random {_summary(diffs)} "
-                f"({sum(d > 0 for d in diffs)}/{len(diffs)} > 0){cnn}  "
-                f"[{time.perf_counter() - started:.0f} s]",
-                flush=True,
-            )
+                    cells.append((k, seed))
+                    if args.cnn_steps > 0 and (fraction, k, seed) not in cnn_scores:
+                        cnn_scores[(fraction, k, seed)] = _cnn_cell(
+                            train=train,
+                            val=val,
+                            fraction=fraction,
+                            seed=seed,
+                            joint=site.joint,
+                            steps=args.cnn_steps,
+                        )
+            cnn = [cnn_scores.get((fraction, k, seed)) for k, seed in cells]
+            for name in (n for n in models if n != "random"):
+                row = _row(
+                    ssl=scores[name],
+                    random=scores["random"],
+                    cnn=cnn if args.cnn_steps > 0 else [],
+                    taps=taps_text,
+                    fraction=fraction,
+                )
+                row.update(
+                    backbone=str(args.init[int(name.split(":")[1])]), pretrain_step=steps[name]
+                )
+                rows.append(row)
+                print(
+                    f"{taps_text:28s} {fraction:>4.0%}  {name:6s} {_line(row)}  "
+                    f"[{time.perf_counter() - started:.0f} s]",
+                    flush=True,
+                )
     payload = {
         "args": {k: str(v) for k, v in vars(args).items()},
         "n_training_cases": len(training),
@@ -224,12 +255,14 @@ def main() -> None:
         f"{len(training)} training cases, {args.folds} validation folds x {args.seeds} seeds "
         "(held-out split not used); macro AUC on the validation fold.",
         "",
-        "| taps | labels | SSL probe | random probe | SSL - random | > 0 | CNN | SSL - CNN | > 0 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| taps | backbone | labels | SSL probe | random probe | SSL - random | > 0 | CNN "
+        "| SSL - CNN | > 0 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['taps']} | {r['fraction']:.0%} | {_summary(r['ssl'])} | {_summary(r['random'])} "
+            f"| {r['taps']} | {Path(r['backbone']).parent.name} | {r['fraction']:.0%} "
+            f"| {_summary(r['ssl'])} | {_summary(r['random'])} "
             f"| {_summary(r['diff'])} | {sum(d > 0 for d in r['diff'])}/{len(r['diff'])} "
             f"| {_summary(r['cnn'])} | {_summary(r['ssl_minus_cnn'])} "
             f"| {sum(d > 0 for d in r['ssl_minus_cnn'])}/{len(r['ssl_minus_cnn'])} |"
