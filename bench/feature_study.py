@@ -48,12 +48,13 @@ def _folds(cases: list, *, k: int) -> list[list]:
 
 
 def _models(inits: list[Path], *, joint: str, taps: list[dict], noise_draws: int = 1):
-    """{"random": ..., "ssl:0": ..., "ssl:1": ...} (one per init) and each init's step."""
+    """{"random": ..., "ssl:0": ..., "ssl:1": ...} (one per init), and each pretrained model's
+    (checkpoint path, pretraining step)."""
     from core.config import FeatureTap
     from core.models.loading import model_from_checkpoint
     from core.models.registry import build_model
 
-    models, steps = {}, {}
+    models, sources = {}, {}
     for index, init in enumerate(inits):
         pretrained, checkpoint = model_from_checkpoint(init, joint=joint)
         config = copy.deepcopy(pretrained.config)
@@ -63,8 +64,9 @@ def _models(inits: list[Path], *, joint: str, taps: list[dict], noise_draws: int
             models["random"] = build_model(config, joint=joint)
         ssl = build_model(config, joint=joint)
         ssl.backbone.load_state_dict(pretrained.backbone.state_dict())
-        models[f"ssl:{index}"], steps[f"ssl:{index}"] = ssl, checkpoint.manifest.get("step")
-    return models, steps
+        models[f"ssl:{index}"] = ssl
+        sources[f"ssl:{index}"] = (init, checkpoint.manifest.get("step"))
+    return models, sources
 
 
 def _score(model, cases) -> float | None:
@@ -189,7 +191,7 @@ def main() -> None:
     rows, started = [], time.perf_counter()
     cnn_scores: dict[tuple, float | None] = {}  # (fraction, fold, seed): taps do not matter
     for taps_text in args.taps:
-        models, steps = _models(
+        models, sources = _models(
             args.init,
             joint=site.joint.value,
             taps=_parse_taps(taps_text),
@@ -228,7 +230,7 @@ def main() -> None:
                             steps=args.cnn_steps,
                         )
             cnn = [cnn_scores.get((fraction, k, seed)) for k, seed in cells]
-            for name in (n for n in models if n != "random"):
+            for name, (init, step) in sources.items():
                 row = _row(
                     ssl=scores[name],
                     random=scores["random"],
@@ -236,9 +238,7 @@ def main() -> None:
                     taps=taps_text,
                     fraction=fraction,
                 )
-                row.update(
-                    backbone=str(args.init[int(name.split(":")[1])]), pretrain_step=steps[name]
-                )
+                row.update(backbone=str(init), pretrain_step=step)
                 rows.append(row)
                 print(
                     f"{taps_text:28s} {fraction:>4.0%}  {name:6s} {_line(row)}  "
