@@ -32,12 +32,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 # bench/ is on sys.path when run as a script
 from feature_study import _folds, _summary
-
-BONES = ("femur", "tibia", "patella")
+from seg_study import _bones, _head_config
 
 
 def _parse_variant(text: str) -> tuple[str, dict[str, str]]:
@@ -65,13 +62,14 @@ def _variant_model(base, settings: dict[str, str]):
     """The loaded model, or fresh heads of another shape on its backbones."""
     from core.models.registry import build_model
 
-    heads = {k.removeprefix("heads."): v for k, v in settings.items() if k.startswith("heads.")}
+    heads = [
+        f"{key.removeprefix('heads.')}={value}"
+        for key, value in settings.items()
+        if key.startswith("heads.")
+    ]
     if not heads:
         return copy.deepcopy(base)
-    config = copy.deepcopy(base.config)
-    for key, value in heads.items():
-        setattr(config.heads, key, _typed(config.heads, key, value, what="heads"))
-    model = build_model(config, joint="knee")
+    model = build_model(_head_config(base.config, heads), joint="knee")
     model.backbone.load_state_dict(base.backbone.state_dict())
     return model
 
@@ -148,8 +146,7 @@ def _score(model, val) -> dict:
         scored.probabilities[rows], scored.labels[rows], names=LABELS[model.joint]
     )
     dice = dice_summary(scored.dice)
-    bones = float(np.mean([dice["dice"][b] for b in BONES if dice["dice"][b] is not None]))
-    return {**dice, "bones": bones, "macro_auc": mean_defined(auc)}
+    return {**dice, "bones": _bones(dice), "macro_auc": mean_defined(auc)}
 
 
 def _cell(base, settings, *, train, val, seed: int, train_cfg, epsilon: float, clip: float):
