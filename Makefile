@@ -48,8 +48,9 @@ bench: setup
 	$(BIN)/python bench/parallel_sites.py --json runs/bench/parallel_sites.json
 	$(BIN)/python bench/gpu_step.py --optional --json runs/bench/gpu_step.json
 
-# The paper's claims on synthetic sites (2.2 h on 2 cores on 2026-12-07 with 60-case knee sites,
-# ~2.8 h predicted with today's 150; seeds as parallel processes; resumable; --quick: minutes).
+# The paper's claims on synthetic sites (2.2 h on 2 cores on 2026-12-07 with 60-case knee sites;
+# ~3.5 h with today's 150, whose seeds 0-1 took 2 h 26 min side by side; seeds as parallel
+# processes; resumable; --quick: minutes).
 reproduce: setup
 	$(BIN)/python -m reproduce --jobs auto
 
