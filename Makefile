@@ -49,8 +49,8 @@ bench: setup
 	$(BIN)/python bench/gpu_step.py --optional --json runs/bench/gpu_step.json
 
 # The paper's claims on synthetic sites (2.2 h on 2 cores on 2026-12-07 with 60-case knee sites;
-# ~3.5 h with today's 150, whose seeds 0-1 took 2 h 26 min side by side; seeds as parallel
-# processes; resumable; --quick: minutes).
+# 3 h 52 min with today's 150: seeds 0-1 side by side 2 h 21 min, seed 2 alone 1 h 26 min;
+# seeds as parallel processes (README); resumable; --quick: minutes).
 reproduce: setup
 	$(BIN)/python -m reproduce --jobs auto
 

@@ -4,7 +4,7 @@ The cells of one seed never need another seed's (plan.seed_cells), so seeds can 
 side, each in its own `python -m reproduce --only-seed K` process pinned to its own share of
 the cores (`--cores`), writing its finished cells into the same cache; the parent then reads
 every cell from the cache and writes the tables. On the 2-core machine two single-core seeds
-did 1.28x the work of one seed on both cores (README "Reproducing the paper's claims"; our
+did 1.13-1.28x the work of one seed on both cores (README "Reproducing the paper's claims"; our
 guess at why: the tiny UNets' operations are too small to keep two threads busy). The
 federations' `orthofed federate` subprocesses and their Ray workers inherit the pin, so each
 seed's threads stay on its own cores.
