@@ -193,6 +193,7 @@ class HeadConfig:
     seg_proj: int = 8  # channels each tap is projected to before upsampling
     seg_channels: int = 16  # width of the head's 3x3x3 convolutions
     seg_context_pool: int = 4  # the context branch works at 1/4 of the grid (0 = off)
+    seg_stem_kernel: int = 3  # kernel of the stem that fuses image and taps (1 or 3)
     seg_ce_weight: float = 0.2
     seg_dice_weight: float = 1.0
     seg_loss_weight: float = 1.0

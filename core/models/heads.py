@@ -97,9 +97,9 @@ def instance_normalised(features: torch.Tensor, *, eps: float = 1e-5) -> torch.T
     return (features - mean) / (std + eps)
 
 
-def _conv(in_channels: int, out_channels: int) -> nn.Sequential:
+def _conv(in_channels: int, out_channels: int, kernel: int = 3) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1),
+        nn.Conv3d(in_channels, out_channels, kernel_size=kernel, padding=kernel // 2),
         _norm(out_channels),
         nn.SiLU(),
     )
@@ -119,6 +119,7 @@ class SegmentationHead(nn.Module):
         width: int,
         context_pool: int,
         n_classes: int,
+        stem_kernel: int = 3,
     ) -> None:
         super().__init__()
         if not tap_channels:
@@ -132,7 +133,9 @@ class SegmentationHead(nn.Module):
                 raise ValueError(f"model.heads.{key} must be >= {low}, got {value}")
         self.project = nn.ModuleList([nn.Conv3d(c, proj, kernel_size=1) for c in tap_channels])
         self.context_pool = context_pool
-        self.stem = _conv(1 + proj * len(tap_channels), width)
+        if stem_kernel not in (1, 3):
+            raise ValueError(f"model.heads.seg_stem_kernel must be 1 or 3, got {stem_kernel}")
+        self.stem = _conv(1 + proj * len(tap_channels), width, stem_kernel)
         self.context = (
             nn.Sequential(_conv(width, width), _conv(width, width)) if context_pool > 1 else None
         )

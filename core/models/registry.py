@@ -60,6 +60,7 @@ class OrthoModel(nn.Module):
             proj=heads.seg_proj,
             width=heads.seg_channels,
             context_pool=heads.seg_context_pool,
+            stem_kernel=heads.seg_stem_kernel,
             n_classes=len(KNEE_STRUCTURES) + 1,
         )
 

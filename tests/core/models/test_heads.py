@@ -100,3 +100,20 @@ def test_context_branch_is_optional_and_keeps_the_grid(context_pool):
     assert (seg.context is None) == (context_pool <= 1)
     out = seg(torch.randn(1, 1, 6, 10, 10), [torch.randn(1, 5, 3, 5, 5)])  # not divisible by 4
     assert out.shape == (1, 3, 6, 10, 10)
+
+
+@pytest.mark.parametrize("stem_kernel", [1, 3])
+def test_stem_kernel_sets_the_fusions_neighbourhood(stem_kernel):
+    seg = SegmentationHead(
+        tap_channels=[5], proj=3, width=4, context_pool=0, n_classes=3, stem_kernel=stem_kernel
+    )
+    assert seg.stem[0].kernel_size == (stem_kernel,) * 3
+    assert seg(torch.randn(1, 1, 4, 8, 8), [torch.randn(1, 5, 2, 4, 4)]).shape == (1, 3, 4, 8, 8)
+
+
+@pytest.mark.parametrize("stem_kernel", [0, 2, 5])
+def test_stem_kernel_other_than_1_or_3_is_refused(stem_kernel):
+    with pytest.raises(ValueError, match="seg_stem_kernel"):
+        SegmentationHead(
+            tap_channels=[5], proj=3, width=4, context_pool=0, n_classes=3, stem_kernel=stem_kernel
+        )
