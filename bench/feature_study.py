@@ -47,7 +47,30 @@ def _folds(cases: list, *, k: int) -> list[list]:
     return [ranked[i::k] for i in range(k)]
 
 
-def _models(inits: list[Path], *, joint: str, taps: list[dict], noise_draws: int = 1):
+def _head_config(config, heads: list[str]):
+    """A copy of the model config with `model.heads` settings replaced (KEY=VALUE)."""
+    config = copy.deepcopy(config)
+    for item in heads:
+        key, _, value = item.partition("=")
+        if not hasattr(config.heads, key) or not value:
+            raise SystemExit(f"error: --heads {item!r}: not a model.heads KEY=VALUE")
+        if key == "seg_taps":  # seg_taps=T:BLOCK+T:BLOCK, as feature_study.py's --taps
+            from core.config import FeatureTap
+
+            setattr(config.heads, key, [FeatureTap(**tap) for tap in _parse_taps(value)])
+        else:
+            setattr(config.heads, key, type(getattr(config.heads, key))(value))
+    return config
+
+
+def _models(
+    inits: list[Path],
+    *,
+    joint: str,
+    taps: list[dict],
+    noise_draws: int = 1,
+    heads: list[str] = (),
+):
     """{"random": ..., "ssl:0": ..., "ssl:1": ...} (one per init), and each pretrained model's
     (checkpoint path, pretraining step)."""
     from core.config import FeatureTap
@@ -57,7 +80,7 @@ def _models(inits: list[Path], *, joint: str, taps: list[dict], noise_draws: int
     models, sources = {}, {}
     for index, init in enumerate(inits):
         pretrained, checkpoint = model_from_checkpoint(init, joint=joint)
-        config = copy.deepcopy(pretrained.config)
+        config = _head_config(pretrained.config, list(heads))
         config.features.taps = [FeatureTap(**t) for t in taps]
         config.features.noise_draws = noise_draws
         if "random" not in models:  # the initialisation pretraining started from
@@ -166,6 +189,13 @@ def main() -> None:
         "this many steps on each cell's label subset (default 0: not trained)",
     )
     parser.add_argument(
+        "--heads",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="classification head settings (model.heads keys), e.g. pool_grid=2 view_dim=64",
+    )
+    parser.add_argument(
         "overrides",
         nargs="*",
         help="fine-tuning settings (configs/train/finetune.yaml keys), e.g. lr=1e-3",
@@ -196,6 +226,7 @@ def main() -> None:
             joint=site.joint.value,
             taps=_parse_taps(taps_text),
             noise_draws=args.noise_draws,
+            heads=args.heads,
         )
         for fraction in args.fractions:
             scores: dict[str, list[float]] = {name: [] for name in models}

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 # bench/ is on sys.path when run as a script
-from feature_study import _folds, _parse_taps, _summary
+from feature_study import _folds, _head_config, _summary
 
 # Modules that pull torch/MONAI are imported inside the functions: `--help` stays fast.
 
@@ -169,22 +169,6 @@ def _unet_cell(*, train, val, fraction, seed, budget) -> dict:
 
 def _bones(cell: dict) -> float:
     return float(np.mean([cell["dice"][b] for b in BONES if cell["dice"][b] is not None]))
-
-
-def _head_config(config, heads: list[str]):
-    """A copy of the model config with `model.heads` settings replaced (KEY=VALUE)."""
-    config = copy.deepcopy(config)
-    for item in heads:
-        key, _, value = item.partition("=")
-        if not hasattr(config.heads, key) or not value:
-            raise SystemExit(f"error: --heads {item!r}: not a model.heads KEY=VALUE")
-        if key == "seg_taps":  # seg_taps=T:BLOCK+T:BLOCK, as feature_study.py's --taps
-            from core.config import FeatureTap
-
-            setattr(config.heads, key, [FeatureTap(**tap) for tap in _parse_taps(value)])
-        else:
-            setattr(config.heads, key, type(getattr(config.heads, key))(value))
-    return config
 
 
 def _models(init: Path, heads: list[str]):

@@ -181,6 +181,9 @@ class HeadConfig:
     """Task heads: multi-view classification and (knee) segmentation."""
 
     view_dim: int = 512
+    # > 0: each view's pooling also averages a pool_grid^3 partition of the volume (0 = the
+    # reference's attention + mean, and max, only)
+    pool_grid: int = 0
     # Segmentation reads several blocks (decoder + a shallow encoder block) at a small t,
     # brought to the input grid with the image itself (see core/models/heads.py for why).
     # Empty = the default for the backbone: its last three decoder blocks and first encoder

@@ -5,7 +5,8 @@ pooling over the 3D feature map, projected to `view_dim`; the three view vectors
 concatenated and a linear layer gives one logit per label. Max pooling keeps a small finding
 (a meniscal tear, a ligament defect) that averaging over the whole volume dilutes. A view a case
 lacks is masked: its vector is zeroed and the present ones are rescaled by 3 / (number present),
-so the classifier sees a comparable scale.
+so the classifier sees a comparable scale. `pool_grid` > 0 adds each channel's average over a
+grid of the volume (where a signal is); measured and not a default (docs/feature-study.md §17).
 
 Segmentation (knee): a pixel classifier on multi-scale diffusion features, in the spirit of
 Baranchuk et al. (2022, label-efficient segmentation with diffusion models). Every tapped block
@@ -40,13 +41,19 @@ from core.views import VIEWS
 
 
 class ViewPooling(nn.Module):
-    """Attention + average + max pooling of (N, C, d, h, w) -> (N, dim)."""
+    """Attention + average + max pooling of (N, C, d, h, w) -> (N, dim); with `grid` > 0 also
+    the average over each cell of a grid x grid x grid partition of the volume (where in the
+    joint a signal is: the three global poolings cannot tell the notch from the recess)."""
 
-    def __init__(self, *, channels: int, dim: int) -> None:
+    def __init__(self, *, channels: int, dim: int, grid: int = 0) -> None:
         super().__init__()
+        if grid < 0:
+            raise ValueError(f"model.heads.pool_grid must be >= 0, got {grid}")
+        self.grid = grid
+        width = channels * (3 + grid**3)
         self.attention = nn.Conv3d(channels, 1, kernel_size=1)
-        self.norm = nn.LayerNorm(3 * channels)
-        self.proj = nn.Linear(3 * channels, dim)
+        self.norm = nn.LayerNorm(width)
+        self.proj = nn.Linear(width, dim)
         self.act = nn.GELU()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -54,18 +61,20 @@ class ViewPooling(nn.Module):
         flat = features.flatten(2)  # N, C, voxels
         weights = torch.softmax(self.attention(features).flatten(2), dim=-1)  # N, 1, voxels
         attended = (flat * weights).sum(-1)
-        pooled = torch.cat([attended, flat.mean(-1), flat.amax(-1)], dim=1)
-        return self.act(self.proj(self.norm(pooled)))
+        parts = [attended, flat.mean(-1), flat.amax(-1)]
+        if self.grid:
+            parts.append(F.adaptive_avg_pool3d(features, self.grid).flatten(1))
+        return self.act(self.proj(self.norm(torch.cat(parts, dim=1))))
 
 
 class ClassificationHead(nn.Module):
     """Multi-view, multi-label classifier: one logit per label."""
 
-    def __init__(self, *, channels: int, view_dim: int, n_labels: int) -> None:
+    def __init__(self, *, channels: int, view_dim: int, n_labels: int, pool_grid: int = 0) -> None:
         super().__init__()
         self.view_dim = view_dim
         self.pool = nn.ModuleDict(
-            {v.value: ViewPooling(channels=channels, dim=view_dim) for v in VIEWS}
+            {v.value: ViewPooling(channels=channels, dim=view_dim, grid=pool_grid) for v in VIEWS}
         )
         self.classifier = nn.Linear(len(VIEWS) * view_dim, n_labels)
 

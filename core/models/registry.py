@@ -43,6 +43,7 @@ class OrthoModel(nn.Module):
                 "cls": ClassificationHead(
                     channels=fused_channels(config.backbone, config.features.taps),
                     view_dim=config.heads.view_dim,
+                    pool_grid=config.heads.pool_grid,
                     n_labels=len(LABELS[self.joint]),
                 )
             }

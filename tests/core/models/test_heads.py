@@ -1,7 +1,12 @@
 import pytest
 import torch
 
-from core.models.heads import ClassificationHead, SegmentationHead, segmentation_loss
+from core.models.heads import (
+    ClassificationHead,
+    SegmentationHead,
+    ViewPooling,
+    segmentation_loss,
+)
 from core.views import VIEWS
 
 
@@ -117,3 +122,32 @@ def test_stem_kernel_other_than_1_or_3_is_refused(stem_kernel):
         SegmentationHead(
             tap_channels=[5], proj=3, width=4, context_pool=0, n_classes=3, stem_kernel=stem_kernel
         )
+
+
+@pytest.mark.parametrize("grid", [0, 1, 2])
+def test_grid_pooling_tells_where_a_finding_is(grid):
+    # the same bright spot in two places: the global poolings (attention, mean, max) cannot
+    # tell them apart; a 2x2x2 grid average can
+    torch.manual_seed(0)
+    pool = ViewPooling(channels=6, dim=10, grid=grid)
+    front, back = torch.zeros(1, 6, 2, 4, 4), torch.zeros(1, 6, 2, 4, 4)
+    front[0, 2, 0, 0, 0] = 5.0
+    back[0, 2, 1, 3, 3] = 5.0
+    same = torch.allclose(pool(front), pool(back), atol=1e-6)
+    assert same == (grid < 2)
+
+
+def test_negative_pool_grid_is_refused():
+    with pytest.raises(ValueError, match="pool_grid"):
+        ClassificationHead(channels=6, view_dim=10, n_labels=4, pool_grid=-1)
+
+
+@pytest.mark.parametrize("missing", VIEWS)
+def test_grid_pooling_head_masks_a_missing_view(missing):
+    torch.manual_seed(0)
+    head = ClassificationHead(channels=6, view_dim=10, n_labels=4, pool_grid=2)
+    features = _features()
+    present = torch.ones(3, 3, dtype=torch.bool)
+    present[:, VIEWS.index(missing)] = False
+    changed = {**features, missing.value: features[missing.value] * 7 + 1}
+    assert torch.allclose(head(features, present), head(changed, present))
