@@ -30,6 +30,11 @@ FORMAT = "orthofed-federation-run"
 MAY_CHANGE_ON_RESUME = frozenset(
     {"pretrain.timeout_s", "finetune.timeout_s", "evaluate.timeout_s", "tracking"}
 )
+# Keys added after runs were recorded, each with the value that reproduces the behaviour from
+# before it: a run recorded without one resumes as if it had that value. A key whose absence
+# meant another behaviour (model.heads.seg_timestep: such runs read t = 10, the presets now 2)
+# is not listed, so such a run refuses to resume under the new value.
+ADDED_KEYS = {"model.heads.pool_grid": 0, "model.heads.seg_stem_kernel": 3}
 MAX_NAMED = 5  # differing keys shown in the refusal (then "and N more")
 MAX_VALUE_CHARS = 40
 
@@ -163,8 +168,9 @@ def check_run(run: RunDir, *, config: Mapping[str, Any], resume: bool) -> RunRec
         # a run started before run records existed: adopt the current configuration
         log.warning("%s has no %s: its configuration cannot be checked", root, RUN_RECORD)
         return new_record(config)
-    if stored.digest != config_digest(config):
-        changes = describe_differences(stored.config, config) or "its digest differs"
+    recorded = {**ADDED_KEYS, **stored.config}
+    if stored.digest != config_digest(config) and config_digest(recorded) != config_digest(config):
+        changes = describe_differences(recorded, config) or "its digest differs"
         raise ValueError(
             f"--resume: {root} was started with another configuration ({changes}); resume with "
             f"the run's configuration (see {root / RUN_RECORD}) or start a new --run-dir"

@@ -75,6 +75,12 @@ def validate_model_config(config: ModelConfig) -> None:
         raise ValueError(
             f"model.features.noise_draws: {config.features.noise_draws}; give 1 or more"
         )
+    if config.heads.pool_grid < 0:
+        raise ValueError(f"model.heads.pool_grid: {config.heads.pool_grid}; give 0 (off) or more")
+    if config.heads.seg_stem_kernel not in (1, 3):
+        raise ValueError(
+            f"model.heads.seg_stem_kernel: {config.heads.seg_stem_kernel}; give 1 or 3"
+        )
     if not 0 <= config.heads.seg_timestep < config.diffusion.num_train_timesteps:
         raise ValueError(
             f"model.heads.seg_timestep: {config.heads.seg_timestep} outside "

@@ -141,3 +141,21 @@ def test_a_run_dir_naming_a_file_is_one_line_before_anything(tmp_path, resume):
     with pytest.raises(ValueError, match="--run-dir .* is a file"):
         check_run(RunDir(blocker / "demo"), config={"a": 1}, resume=resume)
     assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("key", ["model.heads.pool_grid", "model.heads.seg_stem_kernel"])
+def test_a_run_from_before_a_key_with_the_old_behaviour_as_default_resumes(tmp_path, key):
+    # these keys were added with defaults that build the same heads as before: a run recorded
+    # without one resumes, keeping its run key
+    older = {k: v for k, v in _config().items() if k != key}
+    write_record(tmp_path, check_run(RunDir(tmp_path), config=older, resume=False))
+    stored = read_record(tmp_path)
+    assert key not in stored.config
+    assert check_run(RunDir(tmp_path), config=_config(), resume=True).run_key == stored.run_key
+
+
+def test_a_run_from_before_pool_grid_refuses_another_pool_grid(tmp_path):
+    older = {k: v for k, v in _config().items() if k != "model.heads.pool_grid"}
+    write_record(tmp_path, check_run(RunDir(tmp_path), config=older, resume=False))
+    with pytest.raises(ValueError, match=r"model.heads.pool_grid 0 -> 2"):
+        check_run(RunDir(tmp_path), config=_config(model=("heads.pool_grid=2",)), resume=True)

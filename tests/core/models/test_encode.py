@@ -67,3 +67,13 @@ def test_noise_draws_below_one_are_refused(tiny_config):
     config.features.noise_draws = 0
     with pytest.raises(ValueError, match="model.features.noise_draws"):
         build_model(config, joint="knee")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("pool_grid", -1), ("seg_stem_kernel", 2), ("seg_stem_kernel", 0)]
+)
+def test_head_shape_keys_out_of_range_are_refused_naming_the_key(tiny_config, key, value):
+    config = copy.deepcopy(tiny_config)
+    setattr(config.heads, key, value)
+    with pytest.raises(ValueError, match=f"model.heads.{key}"):
+        build_model(config, joint="knee")
