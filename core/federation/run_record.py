@@ -169,7 +169,7 @@ def check_run(run: RunDir, *, config: Mapping[str, Any], resume: bool) -> RunRec
         log.warning("%s has no %s: its configuration cannot be checked", root, RUN_RECORD)
         return new_record(config)
     recorded = {**ADDED_KEYS, **stored.config}
-    if stored.digest != config_digest(config) and config_digest(recorded) != config_digest(config):
+    if config_digest(config) not in (stored.digest, config_digest(recorded)):
         changes = describe_differences(recorded, config) or "its digest differs"
         raise ValueError(
             f"--resume: {root} was started with another configuration ({changes}); resume with "
