@@ -52,8 +52,20 @@ def detection_baseline_cells(ctx: Context, seed: int) -> list[Cell]:
             chosen = cnn_baseline.label_subset(cases, fraction=fraction, seed=seed)
             net = cnn_baseline.train_cnn(chosen, joint=Joint.KNEE, budget=budget, seed=seed)
             heldout = [c for c in cases if c.heldout]
-            auc = cnn_baseline.cnn_macro_auc(net, heldout, joint=Joint.KNEE)
-            return {"metrics": {"macro_auc": auc}, "n_train": len(chosen), "budget": vars(spec)}
+
+            def auc(chosen: list) -> dict[str, float | None]:
+                return {"macro_auc": cnn_baseline.cnn_macro_auc(net, chosen, joint=Joint.KNEE)}
+
+            per_site = {
+                site: auc([c for c in heldout if c.case_id in ids])
+                for site, ids in ctx.knee_pool_sites().items()
+            }
+            return {
+                "metrics": auc(heldout),
+                "per_site": per_site,
+                "n_train": len(chosen),
+                "budget": vars(spec),
+            }
 
         return Cell(
             key=f"s{seed}.{specs.r1_cnn(fraction)}",

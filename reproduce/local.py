@@ -7,13 +7,13 @@ deleted once their model is evaluated (their metrics are the cell's result).
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from core.config import FinetuneRunConfig, PretrainRunConfig
 from core.models.loading import model_from_checkpoint
-from core.models.predict import evaluate
+from core.models.predict import evaluate, evaluate_by_group
 from core.models.presets import load_model_config, load_run_config, preprocess_for
 from core.train.loops import run_finetuning, run_pretraining
 from reproduce.config import ModelSpec
@@ -95,6 +95,16 @@ def evaluate_checkpoint(path: str | Path, *, joint: str, cases: Sequence) -> dic
     return slim(evaluate(model, cases))
 
 
+def evaluate_checkpoint_by_group(
+    path: str | Path, *, joint: str, cases: Sequence, groups: Mapping[str, Collection[str]]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """`evaluate_checkpoint` on all of `cases`, and the same metrics per group of case ids
+    (one pass through the model)."""
+    model, _ = model_from_checkpoint(path, joint=joint, require_heads=True)
+    pooled, by_group = evaluate_by_group(model, cases, groups=groups)
+    return slim(pooled), {name: slim(report) for name, report in by_group.items()}
+
+
 def finetune(
     cases: Sequence,
     *,
@@ -136,16 +146,24 @@ def finetune_and_evaluate(
     run_dir: Path,
     train: Mapping[str, Any],
     evaluations: Mapping[str, Sequence] | None = None,
+    groups: Mapping[str, Collection[str]] | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune, then evaluate on the held-out `cases` (key "metrics"), or instead on each
-    case list of `evaluations` (key "per_site"); the fine-tuning folder is removed after."""
+    """Fine-tune, then evaluate on the held-out `cases` (key "metrics", and with `groups`
+    also per group of those cases' ids, key "per_site"), or instead on each case list of
+    `evaluations` (key "per_site"); the fine-tuning folder is removed after."""
+    if evaluations and groups:
+        raise ValueError("give evaluations (other case lists) or groups (of cases), not both")
     shutil.rmtree(run_dir, ignore_errors=True)
     try:
         checkpoint, n_train = finetune(
             cases, init=init, joint=joint, model=model, run_dir=run_dir, train=train
         )
         result: dict[str, Any] = {"n_train": n_train, "train": dict(train), "init": str(init)}
-        if not evaluations:
+        if groups:
+            result["metrics"], result["per_site"] = evaluate_checkpoint_by_group(
+                checkpoint, joint=joint, cases=cases, groups=groups
+            )
+        elif not evaluations:
             result["metrics"] = evaluate_checkpoint(checkpoint, joint=joint, cases=cases)
         else:
             result["per_site"] = {

@@ -28,7 +28,7 @@ from reproduce.baseline_cells import detection_baseline_cells, segmentation_base
 from reproduce.cells import Cell, CellCache
 from reproduce.config import KNEE, FederationSpec, ReproduceConfig
 from reproduce.privacy import client_dp as dp_settings
-from reproduce.sites import SiteCases, counts
+from reproduce.sites import SiteCases, counts, pooled_ids
 
 
 @dataclass
@@ -46,6 +46,10 @@ class Context:
 
     def knee_pool(self) -> list:
         return self.sites.pooled(self.knee_sites())
+
+    def knee_pool_sites(self) -> dict[str, set[str]]:
+        """The case ids of each knee site within `knee_pool()`."""
+        return pooled_ids(self.knee_pool(), self.knee_sites())
 
 
 def site_cells(ctx: Context) -> list[Cell]:
@@ -128,20 +132,24 @@ def _finetune_cell(
     train: dict[str, Any],
     eval_sites: list[str] | None = None,
 ) -> Cell:
-    """Fine-tune on `site_names`' training cases; evaluate on their held-out cases, or on
-    each of `eval_sites` separately (then `metrics` is the mean over those sites)."""
+    """Fine-tune on `site_names`' training cases; evaluate on their held-out cases (pooled,
+    and per site under `per_site` when there are several), or on each of `eval_sites`
+    separately (then `metrics` is the mean over those sites)."""
 
     def run() -> dict[str, Any]:
         init = ctx.cache.need(f"s{seed}.{init_key}")[init_field]
         evaluations = {s: ctx.sites.cases(s) for s in eval_sites} if eval_sites else None
+        cases = ctx.sites.pooled(site_names)
+        groups = pooled_ids(cases, site_names) if len(site_names) > 1 and not eval_sites else None
         result = local.finetune_and_evaluate(
-            ctx.sites.pooled(site_names),
+            cases,
             init=init,
             joint=ctx.sites.joint(site_names[0]),
             model=ctx.config.model,
             run_dir=ctx.folder(seed, f"tmp-{suffix}"),
             train={**train, "seed": seed},
             evaluations=evaluations,
+            groups=groups,
         )
         if eval_sites:
             result["metrics"] = _site_mean(result["per_site"])

@@ -31,29 +31,39 @@ def _save(fig, path: Path) -> Path:
 
 
 def label_efficiency(results: Results, config: ReproduceConfig, path: Path) -> Path:
+    """Macro AUC against the label fraction: one panel for the pooled knee held-out cases,
+    then one per knee site (the same models, their held-out cases split by site)."""
     grouped = by_suffix(results)
     fractions = sorted(config.label_fractions)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    panels = {"knee pool": AUC} | {
+        site: f"per_site.{site}.macro_auc" for site in specs.row1_sites(config)
+    }
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(5.2 * len(panels), 4.2), sharey=True, squeeze=False
+    )
     curves = {
         specs.METHODS[m][0]: [specs.r1(m, f) for f in fractions]
         for m in specs.LABEL_EFFICIENCY_METHODS
     }
     curves[specs.CNN_LABEL] = [specs.r1_cnn(f) for f in fractions]
-    for label, suffixes in curves.items():
-        stats = [mean_sd(values_of(grouped, suffix=s, metric=AUC).values()) for s in suffixes]
-        xs = [100 * f for f, (m, _) in zip(fractions, stats, strict=True) if m is not None]
-        ys = [m for m, _ in stats if m is not None]
-        errs = [sd or 0.0 for m, sd in stats if m is not None]
-        if xs:
-            ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=label)
-    ax.set_xscale("log")
-    ax.set_xticks([100 * f for f in fractions], [specs.pct(f) for f in fractions])
-    ax.set_xlabel("labelled training cases (knee pool)")
-    ax.set_ylabel("macro AUC, held-out (mean ± sd over seeds)")
-    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-    ax.set_title("Label efficiency")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
+    for ax, (title, metric) in zip(axes[0], panels.items(), strict=True):
+        for label, suffixes in curves.items():
+            stats = [
+                mean_sd(values_of(grouped, suffix=s, metric=metric).values()) for s in suffixes
+            ]
+            xs = [100 * f for f, (m, _) in zip(fractions, stats, strict=True) if m is not None]
+            ys = [m for m, _ in stats if m is not None]
+            errs = [sd or 0.0 for m, sd in stats if m is not None]
+            if xs:
+                ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=label)
+        ax.set_xscale("log")
+        ax.set_xticks([100 * f for f in fractions], [specs.pct(f) for f in fractions])
+        ax.set_xlabel("labelled training cases (knee pool)")
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_title(f"Label efficiency: held-out {title}")
+    axes[0][0].set_ylabel("macro AUC, held-out (mean ± sd over seeds)")
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=7)
     return _save(fig, path)
 
 

@@ -69,6 +69,11 @@ def ensure_site(root: Path, *, spec: SiteSpec, phantom: PhantomConfig) -> Path:
     return folder
 
 
+def pooled_id(site: str, case_id: str) -> str:
+    """A case's id in a pooled case list: its site's name, a slash, its own id."""
+    return f"{site}/{case_id}"
+
+
 class SiteCases:
     """Case tensors of the generated sites, loaded once per process (cache prepared on
     first use; the Flower clients of a federation then reuse the same cache)."""
@@ -93,10 +98,21 @@ class SiteCases:
         if len(names) == 1:
             return self.cases(names[0])
         return [
-            dataclasses.replace(case, case_id=f"{name}/{case.case_id}")
+            dataclasses.replace(case, case_id=pooled_id(name, case.case_id))
             for name in names
             for case in self.cases(name)
         ]
+
+
+def pooled_ids(cases: Sequence, names: Sequence[str]) -> dict[str, set[str]]:
+    """The case ids of each site in a case list pooled from `names` (`SiteCases.pooled`),
+    e.g. to report a pooled evaluation per site."""
+    if len(names) == 1:
+        return {names[0]: {c.case_id for c in cases}}
+    return {
+        name: {c.case_id for c in cases if c.case_id.startswith(pooled_id(name, ""))}
+        for name in names
+    }
 
 
 def counts(cases: Sequence) -> dict[str, int]:

@@ -110,17 +110,29 @@ def transfer_sites(config: ReproduceConfig) -> list[str]:
     return [s.profile for s in config.phantom.sites if s.joint != KNEE]
 
 
+def row1_sites(config: ReproduceConfig) -> list[str]:
+    """The knee sites row 1 is also shown on one by one (its pool's held-out cases per site,
+    since 2026-12-07; a pooled AUC can average a site where the labels can be learnt with one
+    where they cannot, docs/feature-study.md §17). None when the pool is one site."""
+    knee = config.sites_of(KNEE)
+    return knee if len(knee) > 1 else []
+
+
 def lines(config: ReproduceConfig) -> list[Line]:
     """Every line of the results table, in order."""
-    out = [
-        Line("1", f"{METHODS[m][0]} @ {pct(f)} labels", r1(m, f), "metrics.macro_auc")
+    out = []
+    row1 = [
+        (f"{METHODS[m][0]} @ {pct(f)} labels", r1(m, f))
         for m in LABEL_EFFICIENCY_METHODS
         for f in config.label_fractions
     ]
-    out += [
-        Line("1", f"{CNN_LABEL} @ {pct(f)} labels", r1_cnn(f), "metrics.macro_auc")
-        for f in config.label_fractions
-    ]
+    row1 += [(f"{CNN_LABEL} @ {pct(f)} labels", r1_cnn(f)) for f in config.label_fractions]
+    for setting, suffix in row1:
+        out.append(Line("1", setting, suffix, "metrics.macro_auc"))
+        out += [
+            Line("1", f"{setting} -> {site}", suffix, f"per_site.{site}.macro_auc")
+            for site in row1_sites(config)
+        ]
     for model, label in r2_models(config).items():
         out += [
             Line("2", f"{label} -> {site}", r2(model), f"per_site.{site}.macro_auc")
@@ -185,6 +197,24 @@ def contrasts(config: ReproduceConfig) -> list[Contrast]:
                 "1", f"SSL partial - supervised CNN @ {pct(f)}", r1("fed-partial", f), r1_cnn(f)
             ),
         ]
+        for site in row1_sites(config):
+            metric = f"per_site.{site}.macro_auc"
+            out += [
+                Contrast(
+                    "1",
+                    f"SSL probe - random probe @ {pct(f)}, {site}",
+                    r1("fed-linear", f),
+                    r1("random-linear", f),
+                    metric=metric,
+                ),
+                Contrast(
+                    "1",
+                    f"SSL probe - supervised CNN @ {pct(f)}, {site}",
+                    r1("fed-linear", f),
+                    r1_cnn(f),
+                    metric=metric,
+                ),
+            ]
     for site in config.sites_of(KNEE):
         out.append(
             Contrast(

@@ -6,7 +6,7 @@ too, only to choose each label's decision threshold (never on the held-out cases
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +33,28 @@ class Predictions:
     hd95: torch.Tensor | None = None  # same rows as dice
     mask_case_ids: list[str] = field(default_factory=list)  # the cases behind dice/hd95 rows
     seg_examples: dict[str, np.ndarray] = field(default_factory=dict)  # case -> (D, H, W) uint8
+
+    def subset(self, case_ids: Collection[str]) -> Predictions:
+        """The predictions of the cases in `case_ids` only (order kept), e.g. one site's share
+        of a pooled evaluation, so that its metrics need no second pass through the model."""
+        keep = np.array([c in case_ids for c in self.case_ids], dtype=bool)
+        if not keep.any():
+            raise ValueError("none of the given case ids was predicted")
+        mask_rows = [i for i, c in enumerate(self.mask_case_ids) if c in case_ids]
+
+        def rows(values: torch.Tensor | None) -> torch.Tensor | None:
+            return None if values is None or not mask_rows else values[mask_rows]
+
+        return Predictions(
+            case_ids=[c for c, k in zip(self.case_ids, keep, strict=True) if k],
+            probabilities=self.probabilities[keep],
+            labels=self.labels[keep],
+            has_labels=self.has_labels[keep],
+            dice=rows(self.dice),
+            hd95=rows(self.hd95),
+            mask_case_ids=[self.mask_case_ids[i] for i in mask_rows],
+            seg_examples={c: m for c, m in self.seg_examples.items() if c in case_ids},
+        )
 
 
 @dataclass
@@ -195,3 +217,20 @@ def evaluate(model: OrthoModel, cases: Sequence, *, batch_size: int = 4) -> dict
     """The metrics.json payload of `model` on the site's `cases` (all of them: held-out ones
     are evaluated, labeled training ones choose the thresholds)."""
     return evaluate_cases(model, cases, batch_size=batch_size).report
+
+
+def evaluate_by_group(
+    model: OrthoModel, cases: Sequence, *, groups: Mapping[str, Collection[str]]
+) -> tuple[dict, dict[str, dict]]:
+    """`evaluate`'s payload on all of `cases`, and one payload per group of case ids (e.g.
+    the sites of a pooled case list) from the same predictions and the same thresholds."""
+    evaluation = evaluate_cases(model, cases)
+    predicted = set(evaluation.heldout.case_ids)
+    for name, ids in groups.items():
+        if predicted.isdisjoint(ids):
+            raise ValueError(f"{name}: none of its cases is held out, nothing to evaluate it on")
+    by_group = {
+        name: metrics_report(model, evaluation.heldout.subset(ids), training=evaluation.training)
+        for name, ids in groups.items()
+    }
+    return evaluation.report, by_group

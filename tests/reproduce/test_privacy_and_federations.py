@@ -12,7 +12,7 @@ from core.train.privacy import epsilon_of
 from core.views import LABELS, View
 from reproduce import federations, privacy
 from reproduce.config import load_reproduce_config
-from reproduce.sites import SiteCases, ensure_site
+from reproduce.sites import SiteCases, ensure_site, pooled_ids
 
 
 def _cases(n: int, *, views=tuple(View), heldout_every: int = 4) -> list[CaseTensors]:
@@ -125,3 +125,6 @@ def test_site_generated_once_reused_and_pooled_with_unique_ids(tmp_path):
     assert len(pooled) == 10 and len({c.case_id for c in pooled}) == 10
     assert [c.heldout for c in pooled[:5]] == [c.heldout for c in loaded.cases("a")]
     assert pooled[0].case_id == "a/case-0001"
+    ids = pooled_ids(pooled, ["a", "b"])
+    assert ids == {"a": {c.case_id for c in pooled[:5]}, "b": {c.case_id for c in pooled[5:]}}
+    assert pooled_ids(loaded.pooled(["a"]), ["a"]) == {"a": {c.case_id for c in loaded.cases("a")}}

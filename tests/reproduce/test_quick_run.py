@@ -42,9 +42,13 @@ def test_quick_run_fills_every_row_and_resumes(tmp_path):
     for row in "1234":
         assert any(r["n_seeds"] == 1 for r in rows if r["row"] == row), row
     # 3-4 held-out cases per site: a model may leave every label's AUC undefined, rarely
-    auc_rows = [r for r in rows if r["metric"] == "macro AUC"]
+    per_site_1 = [r for r in rows if r["row"] == "1" and r["path"].startswith("per_site.")]
+    auc_rows = [r for r in rows if r["metric"] == "macro AUC" and r not in per_site_1]
     undefined = [r["setting"] for r in auc_rows if r["n_seeds"] == 0]
     assert len(undefined) <= 2, undefined
+    # row 1 per knee site: the same models' held-out cases split by site (fewer per line)
+    assert len(per_site_1) == 2 * len([r for r in rows if r["row"] == "1"]) // 3
+    assert sum(r["n_seeds"] == 1 for r in per_site_1) >= len(per_site_1) // 2
     spent = next(r for r in rows if r["path"] == "epsilon")
     assert 0 < spent["mean"] <= config.privacy.epsilons[0] * 1.01
     assert any(r["n_seeds"] == 1 for r in rows if r["row"] == "5")

@@ -41,7 +41,9 @@ def fake_results(config, *, seeds=(0, 1, 2), skip=()) -> dict:
 
         for m, base in zip(specs.LABEL_EFFICIENCY_METHODS, (0.70, 0.72, 0.55), strict=True):
             for f in config.label_fractions:
-                put(specs.r1(m, f), {"metrics": _metrics(base + 0.1 * f + 0.01 * seed, 0.5)})
+                auc = base + 0.1 * f + 0.01 * seed
+                per_site = {s: _metrics(auc + 0.02 * j, 0.5) for j, s in enumerate(knee)}
+                put(specs.r1(m, f), {"metrics": _metrics(auc, 0.5), "per_site": per_site})
         for i, model in enumerate(specs.r2_models(config)):
             per_site = {s: _metrics(0.6 + 0.05 * i + 0.01 * j) for j, s in enumerate(knee)}
             put(specs.r2(model), {"per_site": per_site, "metrics": _metrics(0.6 + 0.05 * i)})
@@ -88,6 +90,33 @@ def test_contrasts_are_paired_by_seed(config):
     assert probe["mean"] == pytest.approx(0.15) and probe["sd"] == pytest.approx(0.0, abs=1e-9)
     privacy = next(r for r in rows if r["contrast"] == "epsilon inf - epsilon 3")
     assert privacy["mean"] == pytest.approx(0.75 + 0.01 - 0.63)
+
+
+def test_row_1_is_shown_per_knee_site_too(config):
+    """Each row-1 setting has a pooled line and one line per knee site, from `per_site`; the
+    per-site contrasts pair the same seeds on the same site."""
+    results = fake_results(config)
+    rows = tables.table_rows(results, specs.lines(config))
+    knee = config.sites_of("knee")
+    assert specs.row1_sites(config) == knee and len(knee) == 2
+    row1 = [r for r in rows if r["row"] == "1"]
+    settings = 4 * len(config.label_fractions)  # three methods and the CNN
+    assert len(row1) == settings * (1 + len(knee))
+    cell = specs.r1("fed-linear", 0.1)
+    on_site = [r for r in row1 if r["cell"] == cell]
+    assert [r["path"] for r in on_site] == [
+        "metrics.macro_auc",
+        *(f"per_site.{s}.macro_auc" for s in knee),
+    ]
+    assert on_site[2]["setting"].endswith(f"-> {knee[1]}")
+    assert on_site[2]["mean"] == pytest.approx(0.70 + 0.01 + 0.01 + 0.02)
+    cnn = next(r for r in row1 if r["cell"] == specs.r1_cnn(1.0) and knee[0] in r["path"])
+    assert cnn["n_seeds"] == 0  # the fakes have no CNN cells: n/a, not an error
+    contrasts = tables.contrast_rows(results, specs.contrasts(config))
+    site_probe = next(
+        c for c in contrasts if c["contrast"] == f"SSL probe - random probe @ 10%, {knee[1]}"
+    )
+    assert site_probe["n_seeds"] == 3 and site_probe["mean"] == pytest.approx(0.15)
 
 
 def test_cross_site_matrix_shape_and_report_format(config, tmp_path):

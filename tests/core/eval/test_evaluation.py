@@ -7,7 +7,7 @@ import pytest
 
 from core.config import ModelConfig, load_config
 from core.eval.shared_metrics import flatten_metrics
-from core.models.predict import evaluate, evaluate_cases, metrics_report
+from core.models.predict import evaluate, evaluate_by_group, evaluate_cases, metrics_report
 from core.models.registry import build_model
 from core.views import KNEE_STRUCTURES, LABELS, VIEWS, Joint
 from tests.core.tiny_model import TINY_MODEL, random_case
@@ -96,3 +96,31 @@ def test_no_heldout_cases_is_a_clear_error(config):
     cases = [dataclasses.replace(c, heldout=False) for c in _site(Joint.ANKLE, n=3)]
     with pytest.raises(ValueError, match="no held-out cases"):
         evaluate_cases(build_model(config, joint=Joint.ANKLE), cases)
+
+
+@pytest.mark.parametrize("joint", [Joint.KNEE, Joint.ANKLE])
+def test_per_group_metrics_match_evaluating_each_group_alone(config, joint):
+    """One pass over a pooled case list gives each group (site) the metrics it would get if
+    its held-out cases were evaluated alone with the pool's training cases."""
+    cases = _site(joint, n=16, heldout_from=6)
+    groups = {"a": {f"c{i}" for i in range(0, 16, 2)}, "b": {f"c{i}" for i in range(1, 16, 2)}}
+    model = build_model(config, joint=joint)
+    pooled, by_group = evaluate_by_group(model, cases, groups=groups)
+    assert pooled == evaluate(model, cases)
+    assert list(by_group) == ["a", "b"]
+    for name, ids in groups.items():
+        alone = evaluate(model, [c for c in cases if not c.heldout or c.case_id in ids])
+        report = by_group[name]
+        assert report["n_cases"] == alone["n_cases"] == 5
+        assert report["auc"] == alone["auc"]
+        assert report["macro_auc"] == alone["macro_auc"]
+        if joint == Joint.KNEE:
+            assert report["n_masks"] == alone["n_masks"] and report["dice"] == alone["dice"]
+
+
+def test_a_group_without_heldout_cases_is_a_clear_error(config):
+    cases = _site(Joint.KNEE)
+    with pytest.raises(ValueError, match="site-x: none of its cases is held out"):
+        evaluate_by_group(
+            build_model(config, joint=Joint.KNEE), cases, groups={"site-x": {"c0", "c1"}}
+        )
