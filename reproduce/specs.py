@@ -171,11 +171,12 @@ def segmentation_models(config: ReproduceConfig) -> dict[str, str]:
 
 
 def mask_fraction_models(config: ReproduceConfig) -> dict[str, str]:
-    """Row 5 at every label fraction of the masks: the heads of row 1's linear cells (they
-    train the segmentation head on the same subset) and the supervised UNet baseline."""
+    """Row 5 at every label fraction of the masks: the heads of row 1's linear and partial
+    cells (they train the segmentation head on the same subset) and the supervised UNet."""
     out = {}
     for f in config.label_fractions:
         out[r1("fed-linear", f)] = f"federated SSL + linear heads @ {pct(f)} masks"
+        out[r1("fed-partial", f)] = f"federated SSL + partial fine-tune @ {pct(f)} masks"
         out[r1("random-linear", f)] = f"random frozen backbone + linear heads @ {pct(f)} masks"
         out[r5_unet(f)] = f"supervised BasicUNet from scratch @ {pct(f)} masks"
     return out
@@ -260,6 +261,13 @@ def contrasts(config: ReproduceConfig) -> list[Contrast]:
                 "5",
                 f"SSL heads - supervised UNet @ {pct(f)} masks (mean Dice)",
                 r1("fed-linear", f),
+                r5_unet(f),
+                metric="metrics.mean_dice",
+            ),
+            Contrast(
+                "5",
+                f"SSL partial - supervised UNet @ {pct(f)} masks (mean Dice)",
+                r1("fed-partial", f),
                 r5_unet(f),
                 metric="metrics.mean_dice",
             ),

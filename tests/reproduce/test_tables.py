@@ -72,10 +72,10 @@ def test_table_lines_mean_sd_and_seed_counts(config):
     spent = next(r for r in rows if r["cell"] == specs.r4(3.0) and r["path"] == "epsilon")
     assert spent["mean"] == pytest.approx(2.99)
     seg = [r for r in rows if r["row"] == "5"]
-    # three models with every structure (the UNet's mean Dice is in the next block), then mean
-    # Dice per label fraction of the masks for the SSL heads, the random-backbone heads and
-    # the supervised UNet
-    assert len(seg) == 3 * (1 + len(KNEE_STRUCTURES)) - 1 + 3 * len(config.label_fractions)
+    # three models with every structure (the partial model's and the UNet's mean Dice are in
+    # the next block), then mean Dice per label fraction of the masks for the SSL linear heads,
+    # the partial fine-tune, the random-backbone heads and the supervised UNet
+    assert len(seg) == 3 * (1 + len(KNEE_STRUCTURES)) - 2 + 4 * len(config.label_fractions)
     assert [r["mean"] for r in seg if r["cell"] == specs.r4(None)] == pytest.approx(
         [0.6] * (1 + len(KNEE_STRUCTURES))
     )
