@@ -53,8 +53,8 @@ def detection_baseline_cells(ctx: Context, seed: int) -> list[Cell]:
             net = cnn_baseline.train_cnn(chosen, joint=Joint.KNEE, budget=budget, seed=seed)
             heldout = [c for c in cases if c.heldout]
 
-            def auc(chosen: list) -> dict[str, float | None]:
-                return {"macro_auc": cnn_baseline.cnn_macro_auc(net, chosen, joint=Joint.KNEE)}
+            def auc(scored: list) -> dict[str, float | None]:
+                return {"macro_auc": cnn_baseline.cnn_macro_auc(net, scored, joint=Joint.KNEE)}
 
             per_site = {
                 site: auc([c for c in heldout if c.case_id in ids])
