@@ -38,8 +38,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--jobs",
         default="1",
         help="run the seeds as this many parallel processes at a time, each pinned to its "
-        "share of the cores ('auto': one per core, at most one per seed; default 1). On the "
-        "2-core machine two single-core seeds did 1.13-1.28x the work of one seed on both cores",
+        "share of the cores (default 1). 'auto' starts every seed at once (at most two per "
+        "core): with more seeds than cores each gets one core, shared, and moves to a core "
+        "that a finished seed frees. On the 2-core machine two single-core seeds did "
+        "1.13-1.28x the work of one seed on both cores",
     )
     parser.add_argument(
         "--only-seed",

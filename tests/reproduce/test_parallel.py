@@ -33,10 +33,44 @@ def test_core_groups_split_every_core_once_evenly(cores, jobs, expected):
 
 @pytest.mark.parametrize(
     ("jobs", "seeds", "cores", "expected"),
-    [("auto", 3, 2, 2), ("auto", 3, 16, 3), (4, 3, 16, 3), (2, 3, 1, 1), (1, 3, 16, 1)],
+    [(4, 3, 16, 3), (2, 3, 1, 1), (1, 3, 16, 1), (3, 3, 2, 2)],
 )
-def test_resolve_jobs_never_exceeds_seeds_or_cores(jobs, seeds, cores, expected):
+def test_resolve_jobs_count_never_exceeds_seeds_or_cores(jobs, seeds, cores, expected):
     assert parallel.resolve_jobs(jobs, seeds=seeds, cores=cores) == expected
+
+
+@pytest.mark.parametrize(
+    ("seeds", "cores", "expected"), [(3, 2, 3), (3, 16, 3), (5, 2, 4), (1, 2, 1), (2, 1, 2)]
+)
+def test_resolve_auto_starts_every_seed_at_most_two_per_core(seeds, cores, expected):
+    assert parallel.resolve_jobs("auto", seeds=seeds, cores=cores) == expected
+
+
+@pytest.mark.parametrize(
+    ("count", "cores", "expected"),
+    [
+        (2, [0, 1], [[0], [1]]),
+        (1, [0, 1], [[0, 1]]),
+        (3, [1, 0], [[0], [1], [0]]),
+        (4, [0, 1], [[0], [1], [0], [1]]),
+    ],
+)
+def test_start_groups_share_single_cores_only_when_seeds_outnumber_them(count, cores, expected):
+    assert parallel.start_groups(count, cores) == expected
+
+
+@pytest.mark.parametrize(
+    ("pins", "cores", "expected"),
+    [
+        ({0: [0], 2: [0]}, [0, 1], {2: [1]}),  # seed 1 left core 1: the later sharer moves
+        ({0: [0], 1: [1]}, [0, 1], {}),  # nobody shares
+        ({0: [0], 2: [0]}, [0], {}),  # nowhere to go
+        ({1: [1], 2: [0], 3: [1]}, [0, 1, 2], {3: [2]}),
+        ({0: [0, 1]}, [0, 1, 2, 3], {}),  # groups of several cores stay
+    ],
+)
+def test_moves_send_a_core_sharer_to_a_free_core(pins, cores, expected):
+    assert parallel.moves(pins, cores) == expected
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two", ""])
@@ -101,3 +135,54 @@ def test_seed_command_names_the_same_config_and_work_folder():
         "-m", "reproduce", "--config", "/c/r.yaml", "--out", "/o", "--seeds", "3",
         "--only-seed", "1", "--cores", "2,3",
     ]  # fmt: skip
+
+
+WAIT_FOR_MOVE = """
+import json, os, sys, threading, time
+from reproduce import parallel
+parallel.pin_to(parallel.parse_cores(sys.argv[2]))
+seed, folder = int(sys.argv[1]), sys.argv[3]
+if seed == 1:  # leaves first, freeing its core
+    sys.exit(0)
+started = sorted(os.sched_getaffinity(0))
+worker = threading.Thread(target=time.sleep, args=(30,), daemon=True)
+worker.start()
+deadline = time.monotonic() + 20
+other = os.path.join(folder, "seed-2.json")
+while time.monotonic() < deadline:  # seed 2 until it moves, seed 0 until seed 2 reported
+    moved = sorted(os.sched_getaffinity(0)) != started
+    if (seed == 2 and moved) or (seed == 0 and os.path.exists(other)):
+        break
+    time.sleep(0.05)
+report = {
+    "started": started,
+    "now": sorted(os.sched_getaffinity(0)),
+    "thread": sorted(os.sched_getaffinity(worker.native_id)),
+}
+with open(folder + f"/seed-{seed}.json", "w") as handle:
+    json.dump(report, handle)
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(parallel.usable_cores()) < 2,
+    reason="moving a seed between cores needs Linux and two cores",
+)
+def test_more_seeds_than_cores_share_one_then_move_to_the_freed_core(tmp_path, monkeypatch):
+    """Three seeds on two cores: seeds 0 and 2 start on the first core, seed 1 on the second;
+    when seed 1 exits, seed 2 moves to its core, with the threads it had started."""
+    cores = parallel.usable_cores()[:2]
+
+    def command(seed: int, group: list[int]) -> list[str]:
+        pin = ",".join(map(str, group))
+        return [sys.executable, "-c", WAIT_FOR_MOVE, str(seed), pin, str(tmp_path)]
+
+    stream = io.StringIO()
+    monkeypatch.setattr(parallel, "usable_cores", lambda: cores)  # two, whatever the machine
+    codes = parallel.run_seeds(seeds=[0, 1, 2], jobs=3, command=command, stream=stream)
+    assert codes == {0: 0, 1: 0, 2: 0}
+    seed0, seed2 = (json.loads((tmp_path / f"seed-{s}.json").read_text()) for s in (0, 2))
+    assert seed0["started"] == seed2["started"] == [cores[0]]
+    assert seed2["now"] == seed2["thread"] == [cores[1]]  # moved, its thread with it
+    assert seed0["now"] == [cores[0]]  # the earlier sharer stays
+    assert f"seed 2: moved to core(s) {cores[1]}" in stream.getvalue()
