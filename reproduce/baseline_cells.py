@@ -56,9 +56,11 @@ def detection_baseline_cells(ctx: Context, seed: int) -> list[Cell]:
             def auc(scored: list) -> dict[str, float | None]:
                 return {"macro_auc": cnn_baseline.cnn_macro_auc(net, scored, joint=Joint.KNEE)}
 
-            per_site = {
-                site: auc([c for c in heldout if c.case_id in ids])
+            labeled = [c for c in heldout if c.labels is not None]
+            per_site = {  # a site without labeled held-out cases is left out, not an error
+                site: auc(scored)
                 for site, ids in ctx.knee_pool_sites().items()
+                if (scored := [c for c in labeled if c.case_id in ids])
             }
             return {
                 "metrics": auc(heldout),

@@ -39,7 +39,7 @@ POLL_S = 1.0
 
 
 def parse_jobs(value: str) -> int | str:
-    """`--jobs`: a positive count or `auto` (one process per core, at most one per seed)."""
+    """`--jobs`: a positive count or `auto` (every seed at once, at most two per core)."""
     if value == "auto":
         return value
     try:
@@ -53,9 +53,11 @@ def parse_jobs(value: str) -> int | str:
 
 def resolve_jobs(jobs: int | str, *, seeds: int, cores: int) -> int:
     """How many seed processes to run at once: a count never exceeds the seeds or the cores;
-    `auto` starts every seed (at most two per core), sharing cores when seeds outnumber them."""
+    `auto` starts every seed (at most two per core), sharing cores when seeds outnumber them;
+    on one core it runs the seeds in turn (sharing it would only add memory). With more than
+    two seeds per core the next wave waits for the slowest seed of the last."""
     if jobs == "auto":
-        return max(1, min(seeds, 2 * cores))
+        return max(1, min(seeds, 2 * cores)) if cores > 1 else 1
     return max(1, min(int(jobs), seeds, cores))
 
 
@@ -173,6 +175,7 @@ class SeedProcess:
     seed: int
     process: subprocess.Popen
     cores: list[int]
+    moved: bool = False  # re-pinned since its start: pinned again at every poll (see run_seeds)
 
 
 def seed_command(*, config_path: Path, out: Path, seeds: int, seed: int, cores: list[int]):
@@ -249,6 +252,9 @@ def run_seeds(*, seeds: list[int], jobs: int, command, stream: TextIO) -> dict[i
                     print(f"seed {child.seed}: exited {codes[child.seed]}", file=stream, flush=True)
                 if exited:
                     _rebalance(running, cores=cores, stream=stream)
+                for child in running:  # threads or processes started mid-move follow too
+                    if child.moved:
+                        repin_tree(child.process.pid, child.cores)
     finally:
         signal.signal(signal.SIGTERM, previous)
         _stop(running)
@@ -260,8 +266,9 @@ def _rebalance(running: list[SeedProcess], *, cores: list[int], stream: TextIO) 
     by_seed = {child.seed: child for child in running}
     for seed, group in moves({c.seed: c.cores for c in running}, cores).items():
         child = by_seed[seed]
-        repin_tree(child.process.pid, group)
-        child.cores = group
+        if repin_tree(child.process.pid, group) == 0:  # no /proc, or not allowed: it stays
+            continue
+        child.cores, child.moved = group, True
         cores_text = ",".join(map(str, group))
         print(f"seed {seed}: moved to core(s) {cores_text}", file=stream, flush=True)
 

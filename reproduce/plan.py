@@ -48,7 +48,7 @@ class Context:
         return self.sites.pooled(self.knee_sites())
 
     def knee_pool_sites(self) -> dict[str, set[str]]:
-        """The case ids of each knee site within `knee_pool()`."""
+        """The held-out case ids of each knee site within `knee_pool()`."""
         return pooled_ids(self.knee_pool(), self.knee_sites())
 
 

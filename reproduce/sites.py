@@ -105,14 +105,15 @@ class SiteCases:
 
 
 def pooled_ids(cases: Sequence, names: Sequence[str]) -> dict[str, set[str]]:
-    """The case ids of each site in a case list pooled from `names` (`SiteCases.pooled`),
-    e.g. to report a pooled evaluation per site."""
+    """The held-out case ids of each site in a case list pooled from `names`
+    (`SiteCases.pooled`), to report a pooled evaluation per site; a site without held-out
+    cases is left out (nothing to report it on)."""
+    heldout = [c.case_id for c in cases if c.heldout]
     if len(names) == 1:
-        return {names[0]: {c.case_id for c in cases}}
-    return {
-        name: {c.case_id for c in cases if c.case_id.startswith(pooled_id(name, ""))}
-        for name in names
-    }
+        groups = {names[0]: set(heldout)}
+    else:
+        groups = {name: {i for i in heldout if i.startswith(pooled_id(name, ""))} for name in names}
+    return {name: ids for name, ids in groups.items() if ids}
 
 
 def counts(cases: Sequence) -> dict[str, int]:

@@ -40,9 +40,9 @@ def test_resolve_jobs_count_never_exceeds_seeds_or_cores(jobs, seeds, cores, exp
 
 
 @pytest.mark.parametrize(
-    ("seeds", "cores", "expected"), [(3, 2, 3), (3, 16, 3), (5, 2, 4), (1, 2, 1), (2, 1, 2)]
+    ("seeds", "cores", "expected"), [(3, 2, 3), (3, 16, 3), (5, 2, 4), (1, 2, 1), (2, 1, 1)]
 )
-def test_resolve_auto_starts_every_seed_at_most_two_per_core(seeds, cores, expected):
+def test_resolve_auto_starts_every_seed_at_most_two_per_core_on_several(seeds, cores, expected):
     assert parallel.resolve_jobs("auto", seeds=seeds, cores=cores) == expected
 
 
@@ -138,7 +138,7 @@ def test_seed_command_names_the_same_config_and_work_folder():
 
 
 WAIT_FOR_MOVE = """
-import json, os, sys, threading, time
+import json, os, subprocess, sys, threading, time
 from reproduce import parallel
 parallel.pin_to(parallel.parse_cores(sys.argv[2]))
 seed, folder = int(sys.argv[1]), sys.argv[3]
@@ -147,6 +147,7 @@ if seed == 1:  # leaves first, freeing its core
 started = sorted(os.sched_getaffinity(0))
 worker = threading.Thread(target=time.sleep, args=(30,), daemon=True)
 worker.start()
+helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # a grandchild
 deadline = time.monotonic() + 20
 other = os.path.join(folder, "seed-2.json")
 while time.monotonic() < deadline:  # seed 2 until it moves, seed 0 until seed 2 reported
@@ -158,7 +159,9 @@ report = {
     "started": started,
     "now": sorted(os.sched_getaffinity(0)),
     "thread": sorted(os.sched_getaffinity(worker.native_id)),
+    "grandchild": sorted(os.sched_getaffinity(helper.pid)),
 }
+helper.kill()
 with open(folder + f"/seed-{seed}.json", "w") as handle:
     json.dump(report, handle)
 """
@@ -183,6 +186,7 @@ def test_more_seeds_than_cores_share_one_then_move_to_the_freed_core(tmp_path, m
     assert codes == {0: 0, 1: 0, 2: 0}
     seed0, seed2 = (json.loads((tmp_path / f"seed-{s}.json").read_text()) for s in (0, 2))
     assert seed0["started"] == seed2["started"] == [cores[0]]
-    assert seed2["now"] == seed2["thread"] == [cores[1]]  # moved, its thread with it
-    assert seed0["now"] == [cores[0]]  # the earlier sharer stays
+    # moved, with its thread and the process it had started
+    assert seed2["now"] == seed2["thread"] == seed2["grandchild"] == [cores[1]]
+    assert seed0["now"] == seed0["grandchild"] == [cores[0]]  # the earlier sharer stays
     assert f"seed 2: moved to core(s) {cores[1]}" in stream.getvalue()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import yaml
@@ -125,6 +127,14 @@ def test_site_generated_once_reused_and_pooled_with_unique_ids(tmp_path):
     assert len(pooled) == 10 and len({c.case_id for c in pooled}) == 10
     assert [c.heldout for c in pooled[:5]] == [c.heldout for c in loaded.cases("a")]
     assert pooled[0].case_id == "a/case-0001"
+    held = {c.case_id for c in pooled if c.heldout}
+    assert held  # the site holds some cases out
     ids = pooled_ids(pooled, ["a", "b"])
-    assert ids == {"a": {c.case_id for c in pooled[:5]}, "b": {c.case_id for c in pooled[5:]}}
-    assert pooled_ids(loaded.pooled(["a"]), ["a"]) == {"a": {c.case_id for c in loaded.cases("a")}}
+    assert ids == {"a": {i for i in held if i.startswith("a/")}, "b": held - ids["a"]}
+    assert len(ids["a"]) == len(ids["b"]) == len(held) // 2
+    alone = loaded.cases("a")
+    assert pooled_ids(alone, ["a"]) == {"a": {c.case_id for c in alone if c.heldout}}
+    kept = [
+        dataclasses.replace(c, heldout=False) if c.case_id.startswith("b/") else c for c in pooled
+    ]
+    assert list(pooled_ids(kept, ["a", "b"])) == ["a"]  # b holds nothing out: left out
