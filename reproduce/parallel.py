@@ -36,6 +36,9 @@ from core.device import available_cores
 
 REPO = Path(__file__).resolve().parents[1]
 POLL_S = 1.0
+# Polls after a move at which a seed is pinned again: threads or processes started while it
+# moved follow; later ones inherit the moved parent's pin.
+REPIN_POLLS = 3
 
 
 def parse_jobs(value: str) -> int | str:
@@ -175,7 +178,7 @@ class SeedProcess:
     seed: int
     process: subprocess.Popen
     cores: list[int]
-    moved: bool = False  # re-pinned since its start: pinned again at every poll (see run_seeds)
+    repins_left: int = 0  # polls at which it is pinned to `cores` again after a move
 
 
 def seed_command(*, config_path: Path, out: Path, seeds: int, seed: int, cores: list[int]):
@@ -252,8 +255,9 @@ def run_seeds(*, seeds: list[int], jobs: int, command, stream: TextIO) -> dict[i
                     print(f"seed {child.seed}: exited {codes[child.seed]}", file=stream, flush=True)
                 if exited:
                     _rebalance(running, cores=cores, stream=stream)
-                for child in running:  # threads or processes started mid-move follow too
-                    if child.moved:
+                for child in running:
+                    if child.repins_left > 0:
+                        child.repins_left -= 1
                         repin_tree(child.process.pid, child.cores)
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -268,7 +272,7 @@ def _rebalance(running: list[SeedProcess], *, cores: list[int], stream: TextIO) 
         child = by_seed[seed]
         if repin_tree(child.process.pid, group) == 0:  # no /proc, or not allowed: it stays
             continue
-        child.cores, child.moved = group, True
+        child.cores, child.repins_left = group, REPIN_POLLS
         cores_text = ",".join(map(str, group))
         print(f"seed {seed}: moved to core(s) {cores_text}", file=stream, flush=True)
 
